@@ -1,0 +1,1 @@
+"""Training: distilling multilingual student text encoders into a teacher's embedding space."""

@@ -1,0 +1,285 @@
+"""Distillation objectives that pull a multilingual student into a teacher's embedding space.
+
+One ``nn.Module`` per objective (FD, ED, SD, MCL, DR, as compared in arXiv 2510.26271), each
+returning a dict of named loss terms, and :func:`build_loss` which combines them by name, e.g.
+``build_loss("dr+fd", dim=512)``. Every objective takes the same three tensors, B rows of width D:
+
+- ``z_t``: the teacher embedding of the English anchor; it is a target, so it is always detached;
+- ``z_s_x``: the student embedding of the other-language text;
+- ``z_s_en``: the student embedding of the English text, only for objectives with
+  ``needs_student_en`` (for the others the trainer can skip that forward pass).
+
+Student embeddings are raw (projection-head output, not normalised); each objective normalises
+where its paper does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class DistillationLoss(nn.Module):
+    """Base class: a per-student ``term`` against the teacher, averaged over the student passes.
+
+    Subclasses implement ``term``; ``prepare`` turns the teacher batch into whatever ``term``
+    needs, once per step, so objectives using both student passes do not redo that work.
+    """
+
+    name: ClassVar[str]
+    needs_student_en: ClassVar[bool] = False
+
+    def prepare(self, z_t: Tensor) -> Any:
+        return z_t
+
+    def term(self, z_s: Tensor, target: Any) -> Tensor:
+        raise NotImplementedError
+
+    def combine(self, x: Tensor, en: Tensor) -> dict[str, Tensor]:
+        return {self.name: (x + en) / 2}
+
+    def forward(
+        self, z_t: Tensor, z_s_x: Tensor, z_s_en: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        target = self.prepare(z_t.detach())
+        x = self.term(z_s_x, target)
+        if not self.needs_student_en:
+            return {self.name: x}
+        if z_s_en is None:
+            raise ValueError(f"the {self.name!r} objective needs the English student embedding")
+        return self.combine(x, self.term(z_s_en, target))
+
+
+class FeatureDistillationLoss(DistillationLoss):
+    """FD: ``MSE(z_s_x, z_t)``, mean over all elements, on raw (unnormalised) embeddings.
+
+    Reimers & Gurevych 2020, "Making monolingual sentence embeddings multilingual using
+    knowledge distillation" (sentence-transformers ``MSELoss``).
+    """
+
+    name = "fd"
+
+    def term(self, z_s: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(z_s, target)
+
+
+class EmbeddingDistillationLoss(FeatureDistillationLoss):
+    """ED: ``MSE(z_s_x, z_t) + MSE(z_s_en, z_t)``, returned as terms ``ed_x`` and ``ed_en``.
+
+    Reimers & Gurevych 2020 (dual teacher-student MSE). The two terms are SUMMED, as in the
+    paper being reproduced; sentence-transformers averages them, which is the same objective at
+    half the scale (so half the effective learning rate).
+    """
+
+    name = "ed"
+    needs_student_en = True
+
+    def combine(self, x: Tensor, en: Tensor) -> dict[str, Tensor]:
+        return {"ed_x": x, "ed_en": en}
+
+
+class SoftDistillationLoss(DistillationLoss):
+    """SD: cross-entropy ``-Σ_d softmax(z_t/T)_d · log_softmax(z_s_x/T)_d``, mean over the batch.
+
+    arXiv 2510.26271 eq. 3, after Hinton et al. 2015: the D embedding dimensions are treated as
+    the classes of a distribution. No ``T²`` rescaling is applied.
+    """
+
+    name = "sd"
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def prepare(self, z_t: Tensor) -> Tensor:
+        return F.softmax(z_t / self.temperature, dim=-1)
+
+    def term(self, z_s: Tensor, target: Tensor) -> Tensor:
+        log_p = F.log_softmax(z_s / self.temperature, dim=-1)
+        return -(target * log_p).sum(dim=-1).mean()
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+class ContrastiveLoss(DistillationLoss):
+    """MCL: student→teacher InfoNCE with in-batch negatives, averaged over both student passes.
+
+    ``logits = normalize(z_s) @ normalize(z_t).T / tau``; row i's positive is teacher i.
+    Carlsson et al. 2022 (M-CLIP) and van den Oord et al. 2018 (InfoNCE).
+    """
+
+    name = "mcl"
+    needs_student_en = True
+
+    def __init__(self, tau: float = 0.05) -> None:
+        super().__init__()
+        self.tau = tau
+
+    def prepare(self, z_t: Tensor) -> Tensor:
+        return F.normalize(z_t, dim=-1)
+
+    def term(self, z_s: Tensor, target: Tensor) -> Tensor:
+        logits = F.normalize(z_s, dim=-1) @ target.T / self.tau
+        return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}"
+
+
+class DistributionalReplicationLoss(DistillationLoss):
+    """DR: match the teacher's similarity distribution over a queue of teacher embeddings.
+
+    ConGen, Limkonchotiwat et al. 2022. With all embeddings L2-normalised and
+    ``keys = [queue; z_t]`` (K + B rows, so each teacher row peaks on its own column),
+    ``p_T = softmax(z_t·keysᵀ/tau_teacher)``, ``log p_S = log_softmax(z_s·keysᵀ/tau_student)`` and
+    the loss is the batch mean of ``-Σ p_T log p_S``, averaged over both student passes.
+
+    The queue is a FIFO of K teacher embeddings stored as a ring buffer (``queue``, ``queue_ptr``;
+    both buffers, so they are checkpointed). Fill it once with :meth:`init_queue`; the trainer
+    calls :meth:`update_queue` after ``optimizer.step()``. Forward never changes the queue, so
+    evaluation passes and gradient accumulation leave it alone.
+    """
+
+    name = "dr"
+    needs_student_en = True
+
+    def __init__(
+        self,
+        dim: int,
+        queue_size: int = 65536,
+        tau_teacher: float = 0.05,
+        tau_student: float = 0.07,
+    ) -> None:
+        super().__init__()
+        self.tau_teacher = tau_teacher
+        self.tau_student = tau_student
+        self.register_buffer("queue", torch.zeros(queue_size, dim))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_ready", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def init_queue(self, teacher_embeddings: Tensor) -> None:
+        """Fill the queue with the first K rows (held-out English sentences' teacher embeddings)."""
+        size, dim = self.queue.shape
+        if teacher_embeddings.ndim != 2 or teacher_embeddings.shape[1] != dim:
+            raise ValueError(
+                f"expected (N, {dim}) embeddings, got {tuple(teacher_embeddings.shape)}"
+            )
+        if len(teacher_embeddings) < size:
+            raise ValueError(f"the queue needs {size} embeddings, got {len(teacher_embeddings)}")
+        self.queue.copy_(F.normalize(teacher_embeddings[:size].float(), dim=-1))
+        self.queue_ptr.zero_()
+        self.queue_ready.fill_(True)
+
+    @torch.no_grad()
+    def update_queue(self, z_t: Tensor) -> None:
+        """Enqueue this batch's teacher embeddings, dropping as many of the oldest ones."""
+        size = len(self.queue)
+        rows = F.normalize(z_t.detach()[-size:], dim=-1)
+        index = (self.queue_ptr + torch.arange(len(rows), device=self.queue.device)) % size
+        self.queue[index] = rows.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + len(rows)) % size)
+
+    def queue_fifo(self) -> Tensor:
+        """The queue in FIFO order, oldest entry first."""
+        return torch.roll(self.queue, shifts=-int(self.queue_ptr), dims=0)
+
+    def prepare(self, z_t: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.queue_ready:
+            raise RuntimeError("DR queue is empty: call init_queue() before training")
+        z_t = F.normalize(z_t, dim=-1)
+        keys = torch.cat([self.queue, z_t])
+        return keys, F.softmax(z_t @ keys.T / self.tau_teacher, dim=-1)
+
+    def term(self, z_s: Tensor, target: tuple[Tensor, Tensor]) -> Tensor:
+        keys, p_t = target
+        log_p_s = F.log_softmax(F.normalize(z_s, dim=-1) @ keys.T / self.tau_student, dim=-1)
+        return -(p_t * log_p_s).sum(dim=-1).mean()
+
+    def extra_repr(self) -> str:
+        size, dim = self.queue.shape
+        taus = f"tau_teacher={self.tau_teacher}, tau_student={self.tau_student}"
+        return f"dim={dim}, queue_size={size}, {taus}"
+
+
+LOSSES: dict[str, type[DistillationLoss]] = {
+    cls.name: cls
+    for cls in (
+        FeatureDistillationLoss,
+        EmbeddingDistillationLoss,
+        SoftDistillationLoss,
+        ContrastiveLoss,
+        DistributionalReplicationLoss,
+    )
+}
+
+
+class CombinedLoss(nn.Module):
+    """A weighted sum of objectives: ``loss = Σ λ_name · objective_name``.
+
+    Forward returns every objective's terms, already multiplied by its weight, under their own
+    names, plus the total under ``"loss"``.
+    """
+
+    def __init__(
+        self, losses: Sequence[DistillationLoss], weights: Mapping[str, float] | None = None
+    ) -> None:
+        super().__init__()
+        self.losses = nn.ModuleDict({loss.name: loss for loss in losses})
+        self.weights = {name: float((weights or {}).get(name, 1.0)) for name in self.losses}
+
+    @property
+    def needs_student_en(self) -> bool:
+        """Whether any objective needs ``z_s_en``; if not, skip the English student pass."""
+        return any(loss.needs_student_en for loss in self.losses.values())
+
+    @property
+    def dr(self) -> DistributionalReplicationLoss | None:
+        """The DR objective, whose queue the trainer initialises and updates, if present."""
+        drs = [
+            loss for loss in self.losses.values() if isinstance(loss, DistributionalReplicationLoss)
+        ]
+        return drs[0] if drs else None
+
+    def forward(
+        self, z_t: Tensor, z_s_x: Tensor, z_s_en: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        terms = {
+            key: self.weights[name] * value
+            for name, loss in self.losses.items()
+            for key, value in loss(z_t, z_s_x, z_s_en).items()
+        }
+        return {**terms, "loss": sum(terms.values())}
+
+    def extra_repr(self) -> str:
+        return f"weights={self.weights}"
+
+
+def build_loss(
+    spec: str, weights: Mapping[str, float] | None = None, **kwargs: Any
+) -> CombinedLoss:
+    """Build the objectives named in ``spec`` (e.g. ``"dr+ed"``, case-insensitive).
+
+    ``weights`` maps objective names to λ (default 1). ``kwargs`` go to each objective whose
+    constructor takes them (``temperature``, ``tau``, ``dim``, ``queue_size``, ``tau_teacher``,
+    ``tau_student``); ones meant for objectives not in ``spec`` are ignored, so one recipe can
+    hold them all, but a name no objective takes is an error.
+    """
+    names = list(dict.fromkeys(part.strip().lower() for part in spec.split("+")))
+    for name in [*names, *(weights or {})]:
+        if name not in LOSSES:
+            raise ValueError(f"unknown objective {name!r}; valid names: {', '.join(LOSSES)}")
+    params = {name: inspect.signature(cls).parameters for name, cls in LOSSES.items()}
+    unknown = set(kwargs).difference(*params.values())
+    if unknown:
+        raise TypeError(f"no objective takes {sorted(unknown)}")
+    losses = [
+        LOSSES[name](**{k: v for k, v in kwargs.items() if k in params[name]}) for name in names
+    ]
+    return CombinedLoss(losses, weights)
