@@ -217,10 +217,10 @@ class SentenceEncoder(TextEncoder):
             save_file(weights, ddir / "model.safetensors")
         _write_module(out, modules, "Normalize", None)
         _write_json(out / "modules.json", modules)
-        _write_json(
-            out / "sentence_bert_config.json",
-            {"max_seq_length": self.info.max_seq_length, "do_lower_case": False},
-        )
+        st_bert = {"max_seq_length": self.info.max_seq_length, "do_lower_case": False}
+        if getattr(self.model.backbone, "pooler", False) is None:  # saved without a pooler
+            st_bert["model_args"] = {"add_pooling_layer": False}
+        _write_json(out / "sentence_bert_config.json", st_bert)
         st_cfg = {"prompts": self.info.prefixes, "similarity_fn_name": "cosine"}
         _write_json(out / "config_sentence_transformers.json", st_cfg)
         if self.card or card_updates:
@@ -293,8 +293,11 @@ def _read_modules(path: Path) -> list[dict[str, Any]]:
 
 
 def _load_backbone(tf_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    # sentence-transformers' model_args (e.g. add_pooling_layer=False for a BERT saved without
+    # its unused pooler) keep transformers from adding random, never-used weights.
+    model_args = _read_json(tf_dir / "sentence_bert_config.json", missing_ok=True)
     try:
-        backbone = AutoModel.from_pretrained(tf_dir)
+        backbone = AutoModel.from_pretrained(tf_dir, **model_args.get("model_args", {}))
         tokenizer = AutoTokenizer.from_pretrained(tf_dir)
     except Exception as e:  # corrupt weights raise SafetensorError, bad configs ValueError, ...
         raise EncoderError(f"cannot load a transformers model from {tf_dir}: {e}") from e
