@@ -1,0 +1,278 @@
+"""The trainer end to end on tiny models: CLI, resume, early stopping, objectives, accumulation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from PIL import Image
+from safetensors.torch import load_file
+
+from encoders.load import load_text_encoder
+from polyclip.__main__ import main
+from tests.training.test_data import captions, write_aligned, write_lines
+from tests.training.test_teacher_cache import save_teacher
+from training.config import ConfigError, TrainConfig, load_config, resolve_recipe
+from training.trainer import EarlyStopping, Trainer, train
+
+RECIPES = ["fd", "ed", "sd", "mcl", "dr", "dr_fd", "dr_ed", "dr_ed_fd", "quick"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin-waits (~20x)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models(xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny teacher, the tiny XLM-R student base, and a dropout-free copy of it."""
+    root = tmp_path_factory.mktemp("models")
+    no_dropout = shutil.copytree(xlmr_dir, root / "xlmr-no-dropout")
+    cfg = json.loads((no_dropout / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (no_dropout / "config.json").write_text(json.dumps(cfg))
+    return {"teacher": save_teacher(xlmr_dir, root / "teacher"), "student": xlmr_dir,
+            "student_no_dropout": no_dropout}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Multi30k layout: 32 train captions (de, fr) and 8 val captions."""
+    return write_aligned(tmp_path_factory.mktemp("data"), {"train": (32, 0), "val": (8, 40)})
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")  # shared: the teacher runs once for the module
+
+
+def tiny(models: dict[str, Path], data: Path, cache_dir: Path, out: Path, **kw: Any) -> dict:
+    """Overrides that point any recipe at the tiny models and data."""
+    base = dict(teacher=str(models["teacher"]), student=str(models["student"]), data=str(data),
+                cache_dir=str(cache_dir), out=str(out), languages=["de", "fr"], batch_size=8,
+                queue_size=8, max_steps=2, warmup_steps=1, log_every=1, eval_every=0,
+                checkpoint_every=0, train_max=0, val_max=0, max_seq_length=32)  # fmt: skip
+    return base | kw
+
+
+def run(models: dict, data: Path, cache_dir: Path, out: Path, recipe: str = "fd", **kw: Any):
+    return train(load_config(recipe, tiny(models, data, cache_dir, out, **kw)))
+
+
+def metrics(out: Path, kind: str) -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+def student_state(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_cli_quick_recipe_end_to_end(
+    models: dict, data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--config", "training/recipes/quick.yaml", "--teacher", str(models["teacher"]),
+            "--student", str(models["student"]), "--data", str(data), "--out", str(out),
+            "--languages", "de,fr", "--max-steps", "4", "--batch-size", "8", "--queue-size", "8",
+            "--seed", "3", "--set", f"cache_dir={cache_dir}", "--set", "eval_every=2",
+            "--set", "log_every=2"]  # fmt: skip
+    assert main(argv) == 0
+    student = load_text_encoder(out / "student")
+    assert student.dimension == 16 and student.info.space == "tiny-teacher-0"
+    assert student.info.prefixes == {}  # trained without prefixes, so used without them
+    card = json.loads((out / "student/polyclip.json").read_text())
+    prov = card["provenance"]
+    assert card["languages"] == ["de", "fr"] and prov["objective"] == "dr" and prov["seed"] == 3
+    assert prov["steps_trained"] == 4 and prov["hyper_parameters"]["freeze_embeddings"] is True
+    assert {"teacher", "weights", "data", "epochs", "val", "wall_time_s"} <= set(prov)
+    assert prov["data_stats"]["pairs"] == {"de": 24, "fr": 24}  # 8 anchors held out for DR
+    train_lines, evals = metrics(out, "train"), metrics(out, "eval")
+    assert [r["step"] for r in train_lines] == [2, 4]
+    assert [r["step"] for r in evals] == [0, 2, 4]
+    assert {"loss", "dr", "lr", "pairs_per_s", "epoch"} <= set(train_lines[0])
+    assert {"val_r@1", "de_r@1", "fr_r@5"} <= set(evals[0])
+    assert (out / "checkpoint.pt").exists() and (out / "config.yaml").exists()
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"data not found: {tmp_path / 'missing'}")
+    assert main(["train", "--config", "nope"]) == 2
+    assert "shipped recipes: dr, dr_ed" in capsys.readouterr().err
+    assert main(["train", "--set", "lr=fast"]) == 2
+    assert "lr must be float" in capsys.readouterr().err
+
+
+def test_config_layers_and_checks() -> None:
+    cfg = load_config("dr", {"lr": 3e-4, "languages": "de, cs"})
+    assert (cfg.name, cfg.loss, cfg.queue_size, cfg.lr) == ("dr", "dr", 65536, 3e-4)
+    assert cfg.languages == ["de", "cs"] and cfg.out_dir == Path("artifacts/runs/dr")
+    assert load_config("fd").lr == 1e-5 and load_config("mcl").epochs == 2
+    assert resolve_recipe("training/recipes/sd.yaml").name == "sd.yaml"
+    with pytest.raises(ConfigError, match="unknown setting 'lr_max'"):
+        load_config(None, {"lr_max": 1})
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        TrainConfig(precision="fp8")
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_runs(
+    recipe: str, models: dict, data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    summary = run(models, data, cache_dir, tmp_path, recipe, eval_every=0, val_split="")
+    assert summary["steps"] == 2
+    prov = json.loads((tmp_path / "student/polyclip.json").read_text())["provenance"]
+    assert prov["objective"] == load_config(recipe).loss and prov["val"] == {}
+
+
+def test_loss_decreases_when_overfitting(
+    models: dict, data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run(models, data, cache_dir, tmp_path, "mcl", lr=2e-3, max_steps=30, train_max=8,
+        log_every=5, val_split="", student=str(models["student_no_dropout"]))  # fmt: skip
+    losses = [r["loss"] for r in metrics(tmp_path, "train")]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_exact_resume(
+    models: dict, data: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """6 steps straight == 3 steps, a crash, and a resume (dropout on: RNG state matters)."""
+    kw = dict(max_steps=6, checkpoint_every=3, eval_every=2, lr=1e-3)
+    run(models, data, cache_dir, tmp_path / "straight", "dr_ed", **kw)
+    real_step, calls = Trainer._step, []
+
+    def crash_on_fifth(self: Trainer, idx: Any) -> dict:
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("simulated crash")
+        return real_step(self, idx)
+
+    monkeypatch.setattr(Trainer, "_step", crash_on_fifth)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(models, data, cache_dir, tmp_path / "resumed", "dr_ed", **kw)
+    monkeypatch.setattr(Trainer, "_step", real_step)
+    run(models, data, cache_dir, tmp_path / "resumed", "dr_ed", **kw)
+    a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)
+            for d in ("straight", "resumed"))  # fmt: skip
+    assert a["step"] == b["step"] == 6 and a["stream"] == b["stream"]
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    torch.testing.assert_close(a["loss"]["losses.dr.queue"], b["loss"]["losses.dr.queue"])
+    assert a["loss"]["losses.dr.queue_ptr"] == b["loss"]["losses.dr.queue_ptr"]
+    steps = [r["step"] for r in metrics(tmp_path / "resumed", "train")]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the crashed run's lines past step 3 were dropped
+
+
+def test_early_stopping_keeps_the_best(
+    models: dict, data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    stopper = EarlyStopping(patience=2)
+    assert [stopper.update(s, i) for i, s in enumerate([1, 3, 3, 2])] == [1, 1, 0, 0]
+    assert stopper.stop and (stopper.best, stopper.best_step) == (3, 1)
+    summary = run(models, data, cache_dir, tmp_path, "mcl", lr=5e-3, max_steps=12,
+                  eval_every=1, patience=2)  # fmt: skip
+    evals = [r for r in metrics(tmp_path, "eval") if r["step"] > 0]
+    best = max(evals, key=lambda r: (r["val_r@1"], -r["step"]))
+    prov = json.loads((tmp_path / "student/polyclip.json").read_text())["provenance"]
+    assert summary["best_step"] == best["step"] == prov["steps"]
+    assert prov["val"]["val_r@1"] == pytest.approx(best["val_r@1"], abs=1e-3)
+    after_best = [r for r in evals if r["step"] > best["step"]]
+    assert len(after_best) <= 2
+    assert prov["stopped_early"] == (summary["steps"] < 12)
+    if prov["stopped_early"]:
+        assert len(after_best) == 2
+
+
+def test_grad_accumulation_matches_one_big_batch(
+    models: dict, data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    kw = dict(student=str(models["student_no_dropout"]), lr=1e-3, max_steps=3, val_split="")
+    run(models, data, cache_dir, tmp_path / "one", "fd", grad_accum=1, **kw)
+    run(models, data, cache_dir, tmp_path / "two", "fd", grad_accum=2, **kw)
+    a, b = student_state(tmp_path / "one"), student_state(tmp_path / "two")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_embeddings_stay_unchanged(
+    models: dict, data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run(models, data, cache_dir, tmp_path, "fd", lr=1e-2, freeze_embeddings=True, val_split="")
+    after = student_state(tmp_path)
+    before = load_file(models["student"] / "model.safetensors")
+    key = next(k for k in before if k.endswith("word_embeddings.weight"))
+    torch.testing.assert_close(after[f"backbone.{key}"], before[key], rtol=0, atol=0)
+    layer = next(k for k in before if k.endswith("layer.0.attention.self.query.weight"))
+    assert not torch.equal(after[f"backbone.{layer}"], before[layer])
+
+
+def test_image_anchors_with_a_clip_teacher(clip_dir: Path, models: dict, tmp_path: Path) -> None:
+    caps = captions(12)
+    rows = ["en\tde\timage"]
+    for i, (en, de) in enumerate(zip(caps["en"], caps["de"], strict=True)):
+        Image.new("RGB", (32, 32), (20 * i, 0, 255 - 20 * i)).save(tmp_path / f"{i}.png")
+        rows.append(f"{en}\t{de}\t{i}.png")
+    write_lines(tmp_path / "train.tsv", rows)
+    write_lines(tmp_path / "val.tsv", rows[:5])
+    models = {**models, "teacher": clip_dir}
+    summary = run(models, tmp_path, tmp_path / "cache", tmp_path / "out", "mcl",
+                  anchor="image", languages=["de"], batch_size=4)  # fmt: skip
+    assert summary["steps"] == 2 and (tmp_path / "out/student").is_dir()
+    assert next((tmp_path / "cache").iterdir()).name.startswith("clip-image-")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16/bf16 autocast needs CUDA")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_on_cuda(
+    precision: str, models: dict, data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run(models, data, cache_dir, tmp_path, "dr_ed", precision=precision, device="cuda",
+        max_steps=3, lr=1e-3)  # fmt: skip
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert bool(state["scaler"]) == (precision == "fp16")  # GradScaler only for fp16
+    assert metrics(tmp_path, "eval")[-1]["val_r@1"] >= 0
+
+
+def _ddp_worker(rank: int, world: int, port: int, kw: dict) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+    torch.set_num_threads(1)
+    trainer = Trainer(TrainConfig(**kw))
+    trainer.fit()
+    state = {**trainer.student.model.state_dict(), "queue": trainer.loss.dr.queue}
+    torch.save(state, Path(kw["out"]).parent / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_two_ranks_on_gloo(models: dict, data: Path, cache_dir: Path, tmp_path: Path) -> None:
+    """Two CPU ranks share each global batch, stay identical, and only rank 0 writes the run."""
+    out = tmp_path / "run"
+    kw = tiny(models, data, cache_dir, out, loss="dr", max_steps=2, checkpoint_every=1, lr=1e-3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # fork, not spawn: the children inherit the imported modules (1 s instead of 30 s here)
+    mp.start_processes(_ddp_worker, args=(2, port, kw), nprocs=2, start_method="fork")
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2 and len(state["rng"]) == 2
+    assert load_text_encoder(out / "student").dimension == 16
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for key, value in rank0.items():
+        torch.testing.assert_close(value, rank1[key], rtol=0, atol=0)
+    torch.testing.assert_close(rank0["queue"], state["loss"]["losses.dr.queue"])

@@ -1,0 +1,73 @@
+"""``polyclip train``: a YAML recipe plus command-line overrides → one distillation run.
+
+Single device: ``polyclip train --config quick``; several GPUs:
+``torchrun --nproc_per_node 4 -m polyclip train --config dr``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from training.config import load_config, parse_assignment
+
+# Named flags for the settings changed most often; any other one goes through --set KEY=VALUE.
+FLAGS: dict[str, tuple[type, str]] = {
+    "teacher": (str, "teacher model directory (sentence-transformers or CLIP/SigLIP)"),
+    "student": (str, "student base model directory (e.g. multilingual-e5-small)"),
+    "data": (str, "data directory (Multi30k layout) or a .tsv/.csv/.jsonl file"),
+    "out": (str, "run directory (checkpoint.pt, metrics.jsonl, student/)"),
+    "loss": (str, "objective(s): fd, ed, sd, mcl, dr or a sum such as dr+ed+fd"),
+    "languages": (str, "comma-separated languages, e.g. de,fr,cs"),
+    "epochs": (int, "epochs over the training pairs"),
+    "max_steps": (int, "optimizer steps (overrides epochs when > 0)"),
+    "batch_size": (int, "pairs per optimizer step"),
+    "lr": (float, "peak learning rate"),
+    "queue_size": (int, "DR queue length K"),
+    "precision": (str, "fp32, fp16 or bf16 (autocast on CUDA)"),
+    "device": (str, "auto, cpu, cuda, cuda:1, ..."),
+    "seed": (int, "random seed"),
+}
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="distil a multilingual student into a teacher's embedding space",
+        description="Train a student from a YAML recipe (training/recipes/NAME.yaml or a path); "
+        "flags and --set KEY=VALUE override the recipe.",
+    )
+    p.add_argument("--config", metavar="RECIPE", help="recipe name (quick, fd, dr, ...) or path")
+    for key, (kind, text) in FLAGS.items():
+        p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, help=text)
+    p.add_argument(
+        "--freeze-embeddings",
+        action=argparse.BooleanOptionalAction,
+        help="keep the word-embedding matrix fixed (much faster AdamW on CPU)",
+    )
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        help="continue from OUT/checkpoint.pt when present (default: yes)",
+    )
+    p.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other setting, e.g. --set eval_every=100 (repeatable)",
+    )
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.trainer import train  # torch-heavy; keep `polyclip --help` fast
+
+    overrides = dict(parse_assignment(a) for a in args.assignments)
+    for key in [*FLAGS, "freeze_embeddings", "resume"]:
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    summary = train(load_config(args.config, overrides))
+    print(json.dumps(summary))
+    return 0

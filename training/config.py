@@ -1,0 +1,170 @@
+"""The training configuration: one flat dataclass, filled from a YAML recipe, then CLI overrides.
+
+nanoGPT style: every knob is a field with a default here, a recipe (``training/recipes/*.yaml``)
+sets the ones it cares about, and ``--set key=value`` (or a named flag) wins over both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from encoders.base import EncoderError
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+CHOICES = {
+    "anchor": ("text", "image"),
+    "teacher_prefix": ("", "query", "passage"),
+    "pooling": ("mean", "cls", "max"),
+    "head": ("linear", "tanh", "none"),
+    "precision": ("fp32", "fp16", "bf16"),
+}
+
+
+class ConfigError(EncoderError):
+    """A recipe or override that cannot be used; the message names the key."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of one distillation run; defaults are the paper's FD setting."""
+
+    name: str = "run"
+    # models and data
+    teacher: str = "artifacts/models/all-mpnet-base-v2"
+    student: str = "artifacts/models/multilingual-e5-small"
+    data: str = ""  # "" = training.data.default_data_dir() (Multi30k)
+    languages: list[str] = field(default_factory=lambda: ["de", "fr", "cs"])
+    train_split: str = "train"
+    train_max: int = 0  # first N pairs per language (0 = all)
+    val_data: str = ""  # "" = same as data; with val_split "" there is no validation
+    val_split: str = "val"
+    val_max: int = 0  # first N captions per language for validation (0 = all)
+    queue_data: str = ""  # DR queue anchors, one per line; "" = hold K out of the train split
+    out: str = ""  # "" = artifacts/runs/<name>
+    cache_dir: str = "artifacts/teacher_cache"
+    anchor: str = "text"  # what the teacher embeds: the English text, or the pair's image
+    teacher_prefix: str = ""  # teacher prefix for English anchors (e.g. "passage" for e5)
+    # student
+    pooling: str = "mean"
+    head: str = "linear"
+    max_seq_length: int = 128
+    freeze_embeddings: bool = False  # on CPU e5-small's 96M-param embedding dominates AdamW
+    # objective (each value goes only to the objectives that take it)
+    loss: str = "fd"
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    temperature: float = 1.0  # SD
+    tau: float = 0.05  # MCL
+    queue_size: int = 65536  # DR
+    tau_teacher: float = 0.05  # DR
+    tau_student: float = 0.07  # DR
+    # optimisation
+    epochs: int = 3
+    max_steps: int = 0  # optimizer steps; 0 = epochs decide
+    batch_size: int = 64  # pairs per optimizer step over all GPUs and accumulation
+    grad_accum: int = 1
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 1000
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    precision: str = "fp32"  # fp16 / bf16 autocast on CUDA only
+    device: str = "auto"
+    # bookkeeping
+    log_every: int = 10
+    eval_every: int = 0  # steps; 0 = only at each epoch end
+    checkpoint_every: int = 500
+    patience: int = 0  # evaluations without improvement before stopping (0 = never stop)
+    eval_batch_size: int = 64
+    resume: bool = True  # continue from out/checkpoint.pt when it exists
+
+    def __post_init__(self) -> None:
+        for key, allowed in CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        positive = ("batch_size", "grad_accum", "max_seq_length", "log_every", "eval_batch_size")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.epochs < 1 and self.max_steps < 1:
+            raise ConfigError("set epochs or max_steps to at least 1")
+        if not self.languages:
+            raise ConfigError("languages must name at least one language")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or f"artifacts/runs/{self.name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def resolve_recipe(ref: str | Path) -> Path:
+    """A recipe path, or a bare name (``quick``) for one shipped in ``training/recipes``."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{ref}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    raise ConfigError(f"recipe not found: {ref} (shipped recipes: {', '.join(names)})")
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check ``value`` against the field's default type; a CLI string list becomes a list."""
+    if key not in FIELDS:
+        raise ConfigError(f"unknown setting {key!r}; valid: {', '.join(FIELDS)}")
+    f = FIELDS[key]
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if value is None:
+        return default
+    if isinstance(default, list) and isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(default, float) and not isinstance(value, bool):
+        with contextlib.suppress(TypeError, ValueError):  # YAML 1.1 reads 1e-5 as a string
+            value = float(value)
+    if isinstance(default, str) and isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if type(value) is not type(default):
+        raise ConfigError(f"{key} must be {type(default).__name__}, got {value!r}")
+    return value
+
+
+def load_config(recipe: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults ← recipe YAML ← overrides; ``name`` defaults to the recipe's file name."""
+    values: dict[str, Any] = {}
+    if recipe is not None:
+        path = resolve_recipe(recipe)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must be a mapping of settings")
+        values = {"name": path.stem}
+        try:
+            values |= {k: _coerce(k, v) for k, v in loaded.items()}
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+    values |= {k: _coerce(k, v) for k, v in (overrides or {}).items()}
+    return TrainConfig(**values)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``key=value`` with a YAML value (``lr=3e-4``, ``languages=[de,fr]``, ``resume=false``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{key}: cannot parse {raw!r}") from e

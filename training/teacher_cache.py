@@ -1,0 +1,235 @@
+"""Teacher embeddings computed once per unique anchor and kept on disk, memory-mapped.
+
+Every objective needs only the teacher's embedding of the English anchor (or image), never its
+gradients, so the teacher runs once over the unique anchors and all later runs and objectives
+read the rows back: on Multi30k that turns ~29k teacher passes per epoch into zero.
+
+Layout of one cache (one teacher, one anchor kind, under ``root/<teacher>-<anchor>-<key>/``)::
+
+    cache.json          teacher, space, dim, and per shard: rows planned and rows done
+    00000.keys.jsonl    the anchors of shard 0, one JSON string per line (row i = line i)
+    00000.npy           float32 (rows, dim), written in chunks through np.lib.format.open_memmap
+
+New anchors become a new shard. A shard's keys are written before its rows and ``done`` is
+advanced only after each chunk is flushed, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from encoders.hub import resolve_model_dir
+from encoders.load import load_encoders
+from training.data import DataError
+
+log = logging.getLogger(__name__)
+
+Anchor = Literal["text", "image"]
+EncodeFn = Callable[[list[str]], np.ndarray]
+STATE = "cache.json"
+FORMAT = 1
+_SMALL = 1 << 20  # files up to this size (configs, tokenizers' json) are hashed by content
+
+
+def teacher_key(teacher: Path, anchor: Anchor, prefix: str = "") -> str:
+    """Identity of (teacher weights, anchor kind, prefix): a different teacher → another cache.
+
+    Small files are hashed by content, large ones (weights) by name, size and mtime, which
+    changes whenever a model is rebuilt or replaced without reading gigabytes.
+    """
+    h = hashlib.sha256(json.dumps([FORMAT, anchor, prefix]).encode())
+    for f in sorted(p for p in teacher.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f.relative_to(teacher).as_posix().encode() + b"\0")
+        if st.st_size <= _SMALL:
+            h.update(f.read_bytes())
+        else:
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+class TeacherCache:
+    """A key → teacher-embedding store; ``encode`` runs only for keys not yet on disk."""
+
+    def __init__(
+        self,
+        directory: Path,
+        encode: EncodeFn,
+        *,
+        meta: dict[str, Any] | None = None,
+        chunk_rows: int = 512,
+    ) -> None:
+        self.dir = Path(directory)
+        self.encode = encode
+        self.chunk_rows = chunk_rows
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fresh = {"format": FORMAT, "dim": 0, "shards": [], **(meta or {})}
+        self.state: dict[str, Any] = _read_state(self.dir / STATE) or fresh
+        self._index: dict[str, int] = {}
+        self._arrays: list[np.ndarray] = []
+        self._offsets = np.zeros(1, dtype=np.int64)
+        self._load_index()
+
+    @classmethod
+    def for_teacher(
+        cls,
+        root: str | Path,
+        teacher: str | Path,
+        *,
+        anchor: Anchor = "text",
+        prefix: str = "",
+        device: str = "cpu",
+        batch_size: int = 64,
+    ) -> TeacherCache:
+        """The cache of ``teacher`` under ``root``; the teacher loads only if rows are missing."""
+        path = resolve_model_dir(teacher)
+        directory = Path(root) / f"{path.name}-{anchor}-{teacher_key(path, anchor, prefix)}"
+        meta = {"teacher": str(path), "anchor": anchor, "prefix": prefix}
+        loaded: dict[str, Any] = {}
+
+        def encode(keys: list[str]) -> np.ndarray:
+            if "enc" not in loaded:
+                text_enc, image_enc = load_encoders(path, device=device)
+                enc = image_enc if anchor == "image" else text_enc
+                if enc is None:
+                    raise DataError(
+                        f"anchor 'image' needs a dual-encoder teacher; {path} has no image tower"
+                    )
+                loaded["enc"] = enc
+                cache.state["space"] = enc.info.space
+            if anchor == "image":
+                return loaded["enc"].encode(keys, batch_size=batch_size, show_progress=False)
+            return loaded["enc"].encode(
+                keys, prefix=prefix or None, batch_size=batch_size, show_progress=False
+            )
+
+        cache = cls(directory, encode, meta=meta)
+        return cache
+
+    # ---- reading -----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.state["dim"])
+
+    @property
+    def space(self) -> str:
+        """The teacher's embedding space, as the teacher reports it (known once it has run)."""
+        return str(self.state.get("space", ""))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def rows(self, keys: Sequence[str]) -> np.ndarray:
+        """Global row ids of ``keys``; a key never computed is an error, not a silent zero."""
+        try:
+            return np.fromiter((self._index[k] for k in keys), dtype=np.int64, count=len(keys))
+        except KeyError as e:
+            raise DataError(f"anchor not in the teacher cache {self.dir}: {e.args[0]!r}") from e
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The embeddings at global ``rows`` (a float32 copy, in the order given)."""
+        shard = np.searchsorted(self._offsets, rows, side="right") - 1
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        for s in np.unique(shard):
+            sel = shard == s
+            out[sel] = self._arrays[s][rows[sel] - self._offsets[s]]
+        return out
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        return self.take(self.rows(keys))
+
+    # ---- writing -----------------------------------------------------------------------
+    def ensure(self, keys: Sequence[str], *, desc: str = "teacher cache") -> int:
+        """Compute and store every key not cached yet; returns how many rows were computed."""
+        for shard in self.state["shards"]:  # an interrupted shard first: its keys are fixed
+            if shard["done"] < shard["rows"]:
+                self._fill(shard, desc)
+        missing = [k for k in dict.fromkeys(keys) if k not in self._index]
+        if missing:
+            name = f"{len(self.state['shards']):05d}"
+            _write_keys(self.dir / f"{name}.keys.jsonl", missing)
+            shard = {"name": name, "rows": len(missing), "done": 0}
+            self.state["shards"].append(shard)
+            self._save_state()
+            self._fill(shard, desc)
+        return len(missing)
+
+    def _fill(self, shard: dict[str, Any], desc: str) -> None:
+        keys = _read_keys(self.dir / f"{shard['name']}.keys.jsonl")
+        npy = self.dir / f"{shard['name']}.npy"
+        array: np.ndarray | None = None
+        if shard["done"]:
+            array = np.lib.format.open_memmap(npy, mode="r+")
+        with tqdm(total=shard["rows"], initial=shard["done"], desc=desc, unit="row") as bar:
+            while shard["done"] < shard["rows"]:
+                start = shard["done"]
+                chunk = keys[start : start + self.chunk_rows]
+                emb = np.asarray(self.encode(chunk), dtype=np.float32)
+                if array is None:
+                    self.state["dim"] = self.state["dim"] or emb.shape[1]
+                    array = np.lib.format.open_memmap(
+                        npy, mode="w+", dtype=np.float32, shape=(shard["rows"], self.dim)
+                    )
+                if emb.shape != (len(chunk), self.dim):
+                    raise DataError(
+                        f"teacher returned {emb.shape}, expected {len(chunk)} rows of {self.dim}"
+                    )
+                array[start : start + len(chunk)] = emb
+                array.flush()
+                shard["done"] = start + len(chunk)
+                self._save_state()
+                bar.update(len(chunk))
+        del array
+        self._load_index()
+
+    def _save_state(self) -> None:
+        tmp = self.dir / f"{STATE}.tmp"
+        tmp.write_text(json.dumps(self.state, indent=1), encoding="utf-8")
+        os.replace(tmp, self.dir / STATE)
+
+    def _load_index(self) -> None:
+        """Map every finished shard's keys to global rows; shards open read-only, memory-mapped."""
+        self._index, self._arrays, offsets = {}, [], [0]
+        for shard in self.state["shards"]:
+            if shard["done"] < shard["rows"]:
+                break
+            base = offsets[-1]
+            keys = _read_keys(self.dir / f"{shard['name']}.keys.jsonl")
+            self._index.update((k, base + i) for i, k in enumerate(keys))
+            self._arrays.append(np.load(self.dir / f"{shard['name']}.npy", mmap_mode="r"))
+            offsets.append(base + len(keys))
+        self._offsets = np.asarray(offsets, dtype=np.int64)
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is corrupt ({e.msg}); delete that cache directory") from e
+    if state.get("format") != FORMAT:
+        raise DataError(f"{path}: cache format {state.get('format')}, expected {FORMAT}")
+    return state
+
+
+def _write_keys(path: Path, keys: Sequence[str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(k, ensure_ascii=False) + "\n" for k in keys), "utf-8")
+    os.replace(tmp, path)
+
+
+def _read_keys(path: Path) -> list[str]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
