@@ -162,6 +162,7 @@ class SentenceEncoder(TextEncoder):
             st_cfg = _read_json(path / "config_sentence_transformers.json", missing_ok=True)
             prefixes = prefixes if prefixes is not None else st_cfg.get("prompts")
         backbone, tokenizer = _load_backbone(tf_dir)
+        max_seq_length = min(max_seq_length, _max_seq_length(tf_dir, backbone, tokenizer))
         hidden = backbone.config.hidden_size
         if head == "none" and hidden != dimension:
             raise EncoderError(

@@ -145,3 +145,9 @@ def test_missing_and_corrupt_dirs(tmp_path: Path, xlmr_dir: Path) -> None:
 def test_offline_hub_id_gives_clear_error() -> None:
     with pytest.raises(EncoderError, match=r"could not be fetched .* Offline"):
         load_text_encoder("sentence-transformers/not-a-real-model-xyz")
+
+
+def test_student_max_length_is_capped_by_the_backbone(xlmr_dir: Path) -> None:
+    enc = SentenceEncoder.new_student(xlmr_dir, dimension=16, space="s", teacher="t")
+    assert enc.max_seq_length == 32  # tiny XLM-R: 34 positions - 2; the default asks for 128
+    assert enc.encode([" ".join(["dog"] * 300)]).shape == (1, 16)
