@@ -1,0 +1,72 @@
+"""The FastAPI app: ``create_app(settings)`` wires routes, limits, metrics and the lifespan.
+
+Startup loads every model (each with its worker thread), opens the store and indexes the demo
+collection; only then does /ready answer 200. Shutdown runs after uvicorn has finished the
+in-flight requests: the workers drain their queues, then the store is flushed and closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from service.config import Settings, config_path, load_settings
+from service.engine import Service
+from service.errors import install_error_handlers
+from service.indexing import index_demo
+from service.metrics import Metrics, RequestMetrics
+from service.routes_admin import admin, public
+from service.routes_embed import router as embed_router
+from service.routes_search import router as search_router
+from service.schemas import ERROR_RESPONSES
+from service.security import BodyLimit
+
+
+def _version() -> str:
+    try:
+        return version("polyclip")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def create_app(settings: Settings, config_file: Path | None = None) -> FastAPI:
+    """A ready-to-run app; ``config_file`` is what ``POST /admin/reload`` re-reads."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = await Service.start(settings, metrics, config_file)
+        try:
+            if settings.demo is not None:
+                await index_demo(svc, settings.demo)
+            app.state.svc = svc
+            yield
+        finally:
+            await svc.stop()
+
+    app = FastAPI(
+        title="polyclip",
+        version=_version(),
+        description="Multilingual text encoders in a teacher's embedding space, with search.",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.svc = None
+    install_error_handlers(app)
+    for router in (public, embed_router, search_router, admin):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts 413s too
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """For ``uvicorn --factory`` (several workers): the config comes from POLYCLIP_CONFIG."""
+    path = config_path()
+    return create_app(load_settings(path), path)

@@ -1,0 +1,192 @@
+"""Served models and the aliases that point at them.
+
+An alias (``teacher``, ``student``, ``search-query``) is what clients and collections name; an
+admin call or a config reload re-points it with no restart. Because a student lives in its
+teacher's space, re-pointing ``search-query`` from teacher to student needs no re-indexing: the
+registry only has to know each model's space, and the store which spaces a collection holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from encoders.base import EncoderError, EncoderInfo, ImageEncoder, Prefix, TextEncoder
+from encoders.load import load_encoders
+from service.batcher import Batcher, BatchResult, Lane
+from service.config import ConfigError, ModelConfig
+from service.errors import ApiError
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def _backend(encoder: TextEncoder) -> str:
+    """What runs the model; reported, and checked against the config's ``backend``."""
+    return "onnx" if "onnx" in type(encoder).__module__ else "torch"
+
+
+def _override(info: EncoderInfo, cfg: ModelConfig) -> EncoderInfo:
+    changes: dict[str, Any] = {}
+    if cfg.space:
+        changes["space"] = cfg.space
+    if cfg.prefixes is not None:
+        changes["prefixes"] = dict(cfg.prefixes)
+    if cfg.max_seq_length and info.kind == "text":
+        if info.max_seq_length and cfg.max_seq_length > info.max_seq_length:
+            raise ConfigError(
+                f"max_seq_length {cfg.max_seq_length} is over the model's own limit "
+                f"{info.max_seq_length}"
+            )
+        changes["max_seq_length"] = cfg.max_seq_length
+    return dataclasses.replace(info, **changes) if changes else info
+
+
+@dataclass
+class ServedModel:
+    """A loaded model: its towers, its batcher (one worker thread) and its config."""
+
+    name: str
+    config: ModelConfig
+    text: TextEncoder
+    image: ImageEncoder | None
+    batcher: Batcher
+    backend: str
+
+    @property
+    def info(self) -> EncoderInfo:
+        return self.text.info
+
+    @property
+    def space(self) -> str:
+        return self.text.info.space
+
+    @property
+    def dimension(self) -> int:
+        return self.text.info.dimension
+
+    async def embed_texts(self, texts: list[str], prefix: Prefix | None) -> BatchResult:
+        return await self.batcher.submit("text", self.text.apply_prefix(texts, prefix))
+
+    async def embed_images(self, images: list[Any]) -> BatchResult:
+        return await self.batcher.submit("image", images)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "dual" if self.image is not None else "text",
+            "backend": self.backend,
+            "space": self.space,
+            "dimension": self.dimension,
+            "max_seq_length": self.info.max_seq_length,
+            "prefixes": dict(self.info.prefixes),
+            "device": self.config.device,
+        }
+
+
+def load_model(name: str, cfg: ModelConfig, metrics: Metrics) -> ServedModel:
+    """Load one model and start its worker (blocking: seconds to minutes for big models)."""
+    try:
+        text, image = load_encoders(cfg.path, device=cfg.device)
+        text.info = _override(text.info, cfg)
+        if image is not None:
+            image.info = _override(image.info, cfg)
+    except EncoderError as e:  # missing folder, bad weights, a cap over the model's limit
+        raise ConfigError(f"model {name!r}: {e}") from e
+    if cfg.kind == "text":
+        image = None
+    elif cfg.kind == "dual" and image is None:
+        raise ConfigError(f"model {name!r}: kind is 'dual' but {cfg.path} has no image tower")
+    backend = _backend(text)
+    if cfg.backend not in ("auto", backend):
+        raise ConfigError(f"model {name!r}: backend is {cfg.backend!r} but {cfg.path} is {backend}")
+    if cfg.max_seq_length and not _respects_cap(text, cfg.max_seq_length):
+        raise ConfigError(f"model {name!r}: this model's tokenizer ignores a max_seq_length cap")
+    lanes = {
+        "text": Lane(
+            cost=text.count_tokens,
+            run=lambda xs: text.encode(xs, batch_size=len(xs), show_progress=False),
+        )
+    }
+    if image is not None:
+        tower = image
+        lanes["image"] = Lane(
+            cost=lambda xs: [1] * len(xs),
+            run=lambda xs: tower.encode(xs, batch_size=len(xs), show_progress=False),
+        )
+    batcher = Batcher(
+        name,
+        lanes,
+        max_batch_tokens=cfg.max_batch_tokens,
+        max_batch_size=cfg.max_batch_size,
+        max_wait_s=cfg.max_wait_ms / 1000,
+        max_queue_items=cfg.max_queue_items,
+        metrics=metrics,
+    )
+    log.info(
+        "model %s: %s (%s, space %s, dim %d)",
+        name,
+        cfg.path,
+        backend,
+        text.info.space,
+        text.info.dimension,
+    )
+    return ServedModel(name, cfg, text, image, batcher, backend)
+
+
+def _respects_cap(text: TextEncoder, cap: int) -> bool:
+    """Every backend truncates via ``info.max_seq_length``? Ask it rather than assume."""
+    return text.count_tokens(["a " * (cap + 8)])[0] <= cap
+
+
+class Registry:
+    """Model names and aliases → loaded models; swapped as a whole on reload."""
+
+    def __init__(self, models: dict[str, ServedModel], aliases: dict[str, str]) -> None:
+        self.models = models
+        self.aliases = dict(aliases)
+
+    def resolve(self, ref: str, field: str = "model") -> ServedModel:
+        model = self.models.get(self.aliases.get(ref, ref))
+        if model is None:
+            known = sorted([*self.models, *self.aliases])
+            raise ApiError(
+                404, "model_not_found", f"unknown model {ref!r}; served: {known}", field=field
+            )
+        return model
+
+    def set_alias(self, alias: str, target: str) -> None:
+        if alias in self.models:
+            raise ApiError(
+                409, "alias_conflict", f"{alias!r} is a model name, not an alias", field="alias"
+            )
+        name = self.aliases.get(target, target)
+        if name not in self.models:
+            raise ApiError(
+                404, "model_not_found", f"unknown target model {target!r}", field="target"
+            )
+        self.aliases[alias] = name
+
+    def describe(self) -> list[dict[str, Any]]:
+        """OpenAI's model list, with each model's space and each alias's target."""
+        rows = [
+            {"id": name, "object": "model", "owned_by": "polyclip", **m.describe()}
+            for name, m in sorted(self.models.items())
+        ]
+        for alias, target in sorted(self.aliases.items()):
+            rows.append(
+                {
+                    "id": alias,
+                    "object": "model",
+                    "owned_by": "polyclip",
+                    "alias_of": target,
+                    **self.models[target].describe(),
+                }
+            )
+        return rows
+
+    def close(self, models: list[ServedModel] | None = None) -> None:
+        """Drain and stop the workers of ``models`` (default: all)."""
+        for m in models if models is not None else list(self.models.values()):
+            m.batcher.close()

@@ -1,0 +1,147 @@
+"""A Qdrant server as the store, through ``qdrant-client``: what to use with several workers.
+
+The collection's spaces live in Qdrant's own collection metadata (server 1.16 or newer), so
+every worker and every restart sees the same layout. ``QDRANT_URL=:memory:`` runs qdrant-client's
+local engine in-process: the tests use it to exercise this path without a server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from service.filters import FilterSpec, to_client
+from service.store import (
+    CollectionExists,
+    CollectionMeta,
+    CollectionNotFound,
+    Hit,
+    PointId,
+    PointRecord,
+    StoreError,
+    normalize_id,
+)
+
+META_KEY = "polyclip"
+T = TypeVar("T")
+
+
+class ServerStore:
+    """Collections on a Qdrant server (or qdrant-client's local engine for ``:memory:``)."""
+
+    kind = "server"
+
+    def __init__(self, url: str, api_key: str | None = None) -> None:
+        local = url == ":memory:"
+        try:
+            self.client = (
+                QdrantClient(location=":memory:")
+                if local
+                else QdrantClient(url=url, api_key=api_key, timeout=30)
+            )
+        except Exception as e:
+            raise StoreError(f"cannot reach Qdrant at {url}: {e}") from e
+        # The local engine is plain Python and not thread-safe; a server handles concurrency.
+        self._lock: Any = threading.Lock() if local else contextlib.nullcontext()
+        self.url = url
+
+    def _do(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            with self._lock:
+                return fn()
+        except StoreError:
+            raise
+        except Exception as e:  # connection refused, timeouts, server-side errors
+            raise StoreError(f"Qdrant at {self.url} failed to {what}: {e}") from e
+
+    def ping(self) -> None:
+        self._do("list collections", self.client.get_collections)
+
+    def create(self, meta: CollectionMeta) -> None:
+        def run() -> None:
+            if self.client.collection_exists(meta.name):
+                raise CollectionExists(f"collection {meta.name!r} already exists")
+            vectors = {
+                s.vector: qm.VectorParams(size=s.dimension, distance=qm.Distance.COSINE)
+                for s in meta.spaces
+            }
+            self.client.create_collection(
+                meta.name, vectors_config=vectors, metadata={META_KEY: meta.to_json()}
+            )
+
+        self._do("create a collection", run)
+
+    def get(self, name: str) -> CollectionMeta:
+        def run() -> CollectionMeta:
+            if not self.client.collection_exists(name):
+                raise CollectionNotFound(f"no collection named {name!r}")
+            data = (self.client.get_collection(name).config.metadata or {}).get(META_KEY)
+            if data is None:
+                raise CollectionNotFound(
+                    f"collection {name!r} exists in Qdrant but was not created by polyclip"
+                )
+            return CollectionMeta.from_json(data)
+
+        return self._do("read a collection", run)
+
+    def names(self) -> list[str]:
+        found = self._do("list collections", self.client.get_collections)
+        return sorted(c.name for c in found.collections)
+
+    def count(self, name: str) -> int:
+        self.get(name)
+        return self._do("count points", lambda: self.client.count(name, exact=True).count)
+
+    def drop(self, name: str) -> None:
+        self.get(name)
+        self._do("delete a collection", lambda: self.client.delete_collection(name))
+
+    def upsert(self, name: str, points: list[PointRecord]) -> None:
+        self.get(name)
+        structs = [qm.PointStruct(id=p.id, vector=p.vectors, payload=p.payload) for p in points]
+        self._do("upsert points", lambda: self.client.upsert(name, structs, wait=True))
+
+    def delete_points(self, name: str, ids: list[PointId] | None, flt: FilterSpec | None) -> int:
+        self.get(name)
+
+        def run() -> int:
+            if ids is not None:
+                found = len(self.client.retrieve(name, list(ids), with_payload=False))
+                selector: Any = qm.PointIdsList(points=list(ids))
+            else:
+                assert flt is not None
+                client_filter = to_client(flt)
+                found = self.client.count(name, count_filter=client_filter, exact=True).count
+                selector = qm.FilterSelector(filter=client_filter)
+            self.client.delete(name, points_selector=selector, wait=True)
+            return found
+
+        return self._do("delete points", run)
+
+    def search(
+        self, name: str, vector: str, query: list[float], limit: int, flt: FilterSpec | None
+    ) -> list[Hit]:
+        self.get(name)
+        result = self._do(
+            "search",
+            lambda: self.client.query_points(
+                name,
+                query=query,
+                using=vector,
+                limit=limit,
+                query_filter=to_client(flt) if flt is not None else None,
+                with_payload=True,
+            ),
+        )
+        return [
+            Hit(normalize_id(p.id), float(p.score), dict(p.payload or {})) for p in result.points
+        ]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a dead connection is not an error
+            self.client.close()

@@ -1,0 +1,144 @@
+"""The micro-batcher on its own: batches cut from the whole queue, budgets, 429, cancel, drain.
+
+Lanes here are plain functions (cost = text length, output = one row per input that encodes
+the input), so every assertion is about the batching, not about a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.batcher import Batcher, BatcherClosed, Lane, QueueFull
+from service.metrics import Metrics
+
+
+class Recorder:
+    """A lane that records every batch it runs and can be held closed to fill the queue."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def run(self, xs: list[str]) -> np.ndarray:
+        self.gate.wait(10)
+        self.batches.append(list(xs))
+        return np.array([[len(x), ord(x[0])] for x in xs], dtype=np.float32)
+
+    def lane(self) -> Lane:
+        return Lane(cost=lambda xs: [len(x) for x in xs], run=self.run)
+
+
+def make(rec: Recorder, **kw: float) -> Batcher:
+    opts = dict(max_batch_tokens=1000, max_batch_size=64, max_wait_s=0.05, max_queue_items=100)
+    opts.update(kw)
+    return Batcher("m", {"text": rec.lane()}, metrics=Metrics(), **opts)  # type: ignore[arg-type]
+
+
+def test_rows_come_back_to_their_request_in_order() -> None:
+    rec = Recorder()
+    b = make(rec)
+
+    async def main() -> list:
+        jobs = [b.submit("text", [f"{c}" * n for n in (3, 1, 2)]) for c in "abcdef"]
+        return await asyncio.gather(*jobs)
+
+    results = asyncio.run(main())
+    b.close()
+    for c, res in zip("abcdef", results, strict=True):
+        assert res.rows[:, 0].tolist() == [3, 1, 2] and set(res.rows[:, 1]) == {ord(c)}
+        assert res.costs == [3, 1, 2]
+    assert sum(len(x) for x in rec.batches) == 18
+    assert len(rec.batches) < 6  # requests from different clients shared batches
+
+
+def test_batches_group_similar_lengths_within_the_token_budget() -> None:
+    rec = Recorder()
+    rec.gate.clear()  # hold the worker so everything queues up first
+    b = make(rec, max_batch_tokens=40, max_wait_s=0.2)
+
+    async def main() -> None:
+        texts = ["x" * n for n in (1, 20, 2, 19, 3, 18, 1, 20)]
+        jobs = [asyncio.create_task(b.submit("text", [t])) for t in texts]
+        await asyncio.sleep(0.05)
+        rec.gate.set()
+        await asyncio.gather(*jobs)
+
+    asyncio.run(main())
+    b.close()
+    for batch in rec.batches:
+        padded = max(map(len, batch)) * len(batch)
+        assert padded <= 40 or len(batch) == 1
+    # long and short texts never share a batch: padding stays low
+    assert all(max(map(len, bt)) - min(map(len, bt)) <= 2 for bt in rec.batches)
+
+
+def test_full_queue_raises_and_cancelled_requests_are_dropped() -> None:
+    rec = Recorder()
+    rec.gate.clear()
+    b = make(rec, max_queue_items=4, max_wait_s=0)
+
+    async def main() -> None:
+        first = asyncio.create_task(b.submit("text", ["a"]))  # taken by the held worker
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(b.submit("text", ["b", "b", "b", "b"]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull):
+            await b.submit("text", ["c"])
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        rec.gate.set()
+        await first
+        assert (await b.submit("text", ["d"])).rows.shape == (1, 2)
+
+    asyncio.run(main())
+    b.close()
+    assert ["b"] not in rec.batches and all("b" not in bt for bt in rec.batches)
+
+
+def test_close_drains_the_queue_then_refuses() -> None:
+    rec = Recorder()
+    b = make(rec, max_wait_s=0.5)
+
+    async def main() -> None:
+        job = asyncio.create_task(b.submit("text", ["a", "bb"]))
+        await asyncio.sleep(0.01)
+        await asyncio.to_thread(b.close)  # long before max_wait: closing flushes at once
+        assert (await job).rows.shape == (2, 2)
+        with pytest.raises(BatcherClosed):
+            await b.submit("text", ["c"])
+
+    asyncio.run(main())
+
+
+def test_a_failing_batch_fails_its_requests_and_the_worker_goes_on() -> None:
+    calls = []
+
+    def run(xs: list[str]) -> np.ndarray:
+        calls.append(xs)
+        if "boom" in xs:
+            raise ValueError("bad input")
+        return np.ones((len(xs), 2), dtype=np.float32)
+
+    b = Batcher(
+        "m",
+        {"text": Lane(cost=lambda xs: [1] * len(xs), run=run)},
+        max_batch_tokens=100,
+        max_batch_size=8,
+        max_wait_s=0,
+        max_queue_items=100,
+        metrics=Metrics(),
+    )
+
+    async def main() -> None:
+        with pytest.raises(ValueError, match="bad input"):
+            await b.submit("text", ["boom"])
+        assert (await b.submit("text", ["ok"])).rows.shape == (1, 2)
+
+    asyncio.run(main())
+    b.close()

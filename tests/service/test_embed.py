@@ -1,0 +1,128 @@
+"""Embedding routes against the real app and real tiny models: values equal the encoders'."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from encoders.load import load_encoders
+from tests.service.conftest import b64, png_bytes
+
+TEXTS = ["a dog runs in the park", "ein hund läuft", "un chat"]
+
+
+def direct(path: Path, texts: list[str], prefix: str | None = None) -> np.ndarray:
+    enc, _ = load_encoders(path)
+    return enc.encode(texts, prefix=prefix)  # type: ignore[arg-type]
+
+
+def test_openai_embeddings_match_the_encoder(client: TestClient, model_dirs: dict) -> None:
+    r = client.post("/v1/embeddings", json={"input": TEXTS, "model": "student"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "list" and body["model"] == "student"
+    got = np.array([d["embedding"] for d in sorted(body["data"], key=lambda d: d["index"])])
+    np.testing.assert_allclose(got, direct(model_dirs["student-tiny"], TEXTS), atol=1e-5)
+    assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > len(TEXTS)
+
+
+def test_openai_single_string_base64_and_dimensions(client: TestClient, model_dirs: dict) -> None:
+    r = client.post(
+        "/v1/embeddings",
+        json={"input": TEXTS[0], "model": "teacher", "encoding_format": "base64", "dimensions": 8},
+    )
+    assert r.status_code == 200, r.text
+    vec = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), dtype="<f4")
+    full = direct(model_dirs["clip-tiny"], TEXTS[:1])[0, :8]
+    np.testing.assert_allclose(vec, full / np.linalg.norm(full), atol=1e-5)
+    too_many = client.post(
+        "/v1/embeddings", json={"input": "x", "model": "teacher", "dimensions": 99}
+    )
+    assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "dimensions"
+
+
+def test_embed_text_applies_the_prefix(client: TestClient, model_dirs: dict) -> None:
+    r = client.post("/embed/text", json={"model": "student", "texts": TEXTS, "prefix": "query"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["space"], body["dimension"], body["truncated"]) == ("clip", 16, [])
+    want = direct(model_dirs["student-tiny"], TEXTS, prefix="query")
+    np.testing.assert_allclose(np.array(body["embeddings"]), want, atol=1e-5)
+    assert not np.allclose(want, direct(model_dirs["student-tiny"], TEXTS))
+
+
+def test_long_texts_are_truncated_and_said_so(client: TestClient) -> None:
+    long = "a dog runs " * 40  # far over the tiny student's 32 tokens
+    r = client.post("/embed/text", json={"model": "student", "texts": ["short", long]})
+    assert r.status_code == 200 and r.json()["truncated"] == [1]
+    assert r.headers["x-polyclip-truncated"] == "1"
+    r = client.post("/v1/embeddings", json={"model": "student", "input": [long]})
+    assert r.headers["x-polyclip-truncated"] == "0"
+    r = client.post("/embed/text", json={"model": "student", "texts": [long], "truncate": False})
+    assert r.status_code == 422 and r.json()["error"] == {
+        "code": "text_too_long",
+        "message": r.json()["error"]["message"],
+        "field": "texts[0]",
+    }
+
+
+def test_embed_image_json_data_uri_and_multipart_agree(
+    client: TestClient, model_dirs: dict
+) -> None:
+    png = png_bytes()
+    _, image_enc = load_encoders(model_dirs["clip-tiny"])
+    assert image_enc is not None
+    want = image_enc.encode([png])[0]
+    raw = client.post("/embed/image", json={"model": "teacher", "images": [b64(png)]})
+    uri = client.post(
+        "/embed/image", json={"model": "teacher", "images": ["data:image/png;base64," + b64(png)]}
+    )
+    form = client.post(
+        "/embed/image",
+        data={"model": "teacher"},
+        files=[("images", ("a.png", png, "image/png")), ("images", ("b.png", png, "image/png"))],
+    )
+    for r, n in ((raw, 1), (uri, 1), (form, 2)):
+        assert r.status_code == 200, r.text
+        assert len(r.json()["embeddings"]) == n
+        np.testing.assert_allclose(r.json()["embeddings"][0], want, atol=1e-5)
+
+
+def test_image_text_and_student_share_the_teacher_space(client: TestClient) -> None:
+    """The contract the whole project rests on, as the API reports it."""
+    models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    assert models["teacher"]["alias_of"] == "clip-tiny" and models["teacher"]["kind"] == "dual"
+    assert models["student"]["space"] == models["teacher"]["space"] == "clip"
+    assert models["other-tiny"]["space"] == "other"
+    assert models["student-tiny"]["prefixes"] == {"query": "query: ", "passage": "passage: "}
+
+
+def test_text_only_model_refuses_images(client: TestClient) -> None:
+    r = client.post("/embed/image", json={"model": "student", "images": [b64(png_bytes())]})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "no_image_tower"
+
+
+@pytest.mark.parametrize("route", ["/health", "/ready", "/metrics", "/docs", "/openapi.json"])
+def test_ops_routes(client: TestClient, route: str) -> None:
+    assert client.get(route).status_code == 200
+
+
+def test_metrics_have_tei_names(client: TestClient) -> None:
+    client.post("/embed/text", json={"model": "student", "texts": TEXTS})
+    text = client.get("/metrics").text
+    for name in (
+        "te_request_count_total",
+        "te_request_duration_bucket",
+        "te_queue_size",
+        "te_batch_next_size_bucket",
+        "te_batch_next_tokens_bucket",
+        "te_request_tokenization_duration_bucket",
+        "te_batch_inference_duration_bucket",
+        "te_request_queue_duration_bucket",
+    ):
+        assert name in text, name
+    assert 'route="/embed/text"' in text and 'model="student-tiny"' in text

@@ -1,0 +1,172 @@
+"""Both store backends, the same assertions: the embedded shard and qdrant-client's engine."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.filters import FilterSpec, with_lang
+from service.store import (
+    CollectionExists,
+    CollectionMeta,
+    CollectionNotFound,
+    PointRecord,
+    SpaceIndex,
+    Store,
+    StoreError,
+    vector_name,
+)
+from service.store_edge import EdgeStore
+from service.store_server import ServerStore
+
+META = CollectionMeta(
+    "c",
+    (SpaceIndex("clip", "clip", 4, "teacher"), SpaceIndex("org/e5 small", "org_e5_small", 3, "e5")),
+)
+UID = str(uuid.UUID(int=7))
+
+
+@pytest.fixture(params=["edge", "server"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    s: Store = EdgeStore(tmp_path / "q") if request.param == "edge" else ServerStore(":memory:")
+    yield s
+    s.close()
+
+
+def unit(*v: float) -> list[float]:
+    a = np.asarray(v, dtype=np.float32)
+    return (a / np.linalg.norm(a)).tolist()
+
+
+def fill(store: Store) -> None:
+    store.create(META)
+    store.upsert(
+        "c",
+        [
+            PointRecord(
+                1, {"clip": unit(1, 0, 0, 0), "org_e5_small": unit(1, 0, 0)}, {"lang": "en", "n": 1}
+            ),
+            PointRecord(
+                2, {"clip": unit(0, 1, 0, 0), "org_e5_small": unit(0, 1, 0)}, {"lang": "de", "n": 2}
+            ),
+            PointRecord(
+                UID,
+                {"clip": unit(1, 1, 0, 0), "org_e5_small": unit(0, 0, 1)},
+                {"lang": "fr", "n": 3},
+            ),
+        ],
+    )
+
+
+def ids(hits: list) -> list:
+    return [h.id for h in hits]
+
+
+def test_vector_names_are_safe() -> None:
+    assert vector_name("sentence-transformers/all-mpnet-base-v2") == (
+        "sentence-transformers_all-mpnet-base-v2"
+    )
+    assert vector_name("///") == "default"
+
+
+def test_collection_lifecycle(store: Store) -> None:
+    fill(store)
+    assert store.get("c") == META and store.names() == ["c"] and store.count("c") == 3
+    with pytest.raises(CollectionExists):
+        store.create(META)
+    store.drop("c")
+    assert store.names() == []
+    for call in (lambda: store.get("c"), lambda: store.count("c"), lambda: store.drop("c")):
+        with pytest.raises(CollectionNotFound):
+            call()
+
+
+def test_search_per_named_vector_and_ids(store: Store) -> None:
+    fill(store)
+    hits = store.search("c", "clip", unit(1, 0.1, 0, 0), 3, None)
+    assert ids(hits) == [1, UID, 2] and hits[0].payload == {"lang": "en", "n": 1}
+    assert hits[0].score == pytest.approx(0.995, abs=1e-3)
+    assert ids(store.search("c", "org_e5_small", unit(0, 0, 1), 1, None)) == [UID]
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        ({"must": [{"key": "lang", "match": {"value": "de"}}]}, [2]),
+        ({"must": [{"key": "lang", "match": {"any": ["de", "fr"]}}]}, [UID, 2]),
+        ({"must": [{"key": "lang", "match": {"except": ["en"]}}]}, [UID, 2]),
+        ({"must_not": [{"key": "lang", "match": {"value": "en"}}]}, [UID, 2]),
+        ({"must": [{"key": "n", "range": {"gte": 2, "lt": 3}}]}, [2]),
+        (
+            {"should": [{"key": "n", "match": {"value": 1}}, {"key": "n", "match": {"value": 3}}]},
+            [1, UID],
+        ),
+        ({"must": [{"must_not": [{"key": "lang", "match": {"value": "fr"}}]}]}, [1, 2]),
+    ],
+)
+def test_filters_mean_the_same_on_both_backends(store: Store, flt: dict, expected: list) -> None:
+    fill(store)
+    hits = store.search("c", "clip", unit(1, 0.1, 0, 0), 10, FilterSpec.model_validate(flt))
+    assert ids(hits) == expected
+
+
+def test_lang_shortcut_combines_with_a_filter(store: Store) -> None:
+    fill(store)
+    flt = with_lang(FilterSpec.model_validate({"must": [{"key": "n", "range": {"gt": 1}}]}), "fr")
+    assert ids(store.search("c", "clip", unit(1, 0, 0, 0), 10, flt)) == [UID]
+
+
+def test_delete_points_by_ids_and_filter(store: Store) -> None:
+    fill(store)
+    assert store.delete_points("c", [1, 999], None) == 1
+    flt = FilterSpec.model_validate({"must": [{"key": "lang", "match": {"value": "fr"}}]})
+    assert store.delete_points("c", None, flt) == 1
+    assert store.count("c") == 1
+    assert ids(store.search("c", "clip", unit(1, 0, 0, 0), 10, None)) == [2]
+
+
+def test_upsert_replaces_a_point(store: Store) -> None:
+    fill(store)
+    store.upsert(
+        "c", [PointRecord(2, {"clip": unit(0, 0, 1, 0), "org_e5_small": unit(0, 1, 0)}, {"v": 2})]
+    )
+    assert store.count("c") == 3
+    assert store.search("c", "clip", unit(0, 0, 1, 0), 1, None)[0].payload == {"v": 2}
+
+
+def test_edge_store_persists_across_reopen(tmp_path: Path) -> None:
+    first = EdgeStore(tmp_path / "q")
+    fill(first)
+    first.close()
+    again = EdgeStore(tmp_path / "q")
+    assert again.get("c") == META and again.count("c") == 3
+    assert ids(again.search("c", "clip", unit(0, 1, 0, 0), 1, None)) == [2]
+    again.close()
+
+
+def test_edge_store_belongs_to_one_process(tmp_path: Path) -> None:
+    first = EdgeStore(tmp_path / "q")
+    fill(first)
+    with pytest.raises(StoreError, match="one process"):
+        EdgeStore(tmp_path / "q")
+    first.close()
+
+
+def test_edge_store_ignores_a_half_created_collection(tmp_path: Path) -> None:
+    (tmp_path / "q" / "c" / "shard").mkdir(parents=True)  # a crash before collection.json
+    store = EdgeStore(tmp_path / "q")
+    assert store.names() == []
+    fill(store)  # create cleans the leftovers
+    assert store.count("c") == 3
+    store.close()
+
+
+def test_edge_store_refuses_path_like_names(tmp_path: Path) -> None:
+    store = EdgeStore(tmp_path / "q")
+    with pytest.raises(StoreError, match="invalid collection name"):
+        store.create(CollectionMeta("../evil", META.spaces))
+    store.close()
