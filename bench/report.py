@@ -1,0 +1,188 @@
+"""Benchmark reports: the JSON a tool reads, the markdown a person reads, the PNG a doc embeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are written on servers and in CI
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _errors(errors: dict[str, int]) -> str:
+    return ", ".join(f"{k}×{v}" for k, v in errors.items()) or "0"
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``{kind}.json``, ``{kind}.md`` and ``{kind}.png`` into ``out_dir``; return paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = report["kind"]
+    paths = {ext: out / f"{kind}.{ext}" for ext in ("json", "md", "png")}
+    paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    if kind == "load":
+        paths["md"].write_text(load_markdown(report), "utf-8")
+        plot_load(report, paths["png"])
+    else:
+        paths["md"].write_text(quality_markdown(report), "utf-8")
+        plot_quality(report, paths["png"])
+    return paths
+
+
+# ---- load ---------------------------------------------------------------------------------
+def load_markdown(report: dict[str, Any]) -> str:
+    """One row per (batch, concurrency) level, latencies in ms."""
+    cfg = report["config"]
+    lines = [
+        f"# Load: `{cfg['model']}` at {cfg['url']} ({cfg['endpoint']} endpoint)",
+        "",
+        f"Started {report['started_at']}; {cfg['texts']} distinct texts; warm-up "
+        f"{cfg['warmup']} request(s) per worker per level, excluded; limits: "
+        f"{cfg['requests'] or '∞'} requests, {cfg['duration_s'] or '–'} s per level.",
+        "",
+        "| batch | concurrency | requests | ok | req/s | items/s | p50 ms | p95 ms | p99 ms "
+        "| max ms | errors | client CPU s | client CPU s / 1k req |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for lv in report["levels"]:
+        lat = lv["latency"]
+        lines.append(
+            f"| {lv['batch']} | {lv['concurrency']} | {lv['requests']} | {lv['ok']} "
+            f"| {_fmt(lv['requests_per_s'])} | {_fmt(lv['items_per_s'])} "
+            f"| {_fmt(lat['p50_ms'])} | {_fmt(lat['p95_ms'])} | {_fmt(lat['p99_ms'])} "
+            f"| {_fmt(lat['max_ms'])} | {_errors(lv['errors'])} | {_fmt(lv['client_cpu_s'], 2)} "
+            f"| {_fmt(lv['client_cpu_s_per_1k_requests'], 2)} |"
+        )
+    lines += [
+        "",
+        f"The load client itself used {report['client_cpu_s_total']:.2f} CPU-seconds in all; "
+        "when it runs on the server's machine, that time was taken from the server.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_load(report: dict[str, Any], path: Path) -> None:
+    """Latency (p50 solid, p95 dashed) and items/s against concurrency, one colour per batch."""
+    fig, (ax_lat, ax_tp) = plt.subplots(1, 2, figsize=(11, 4.2))
+    batches = sorted({lv["batch"] for lv in report["levels"]})
+    ticks = sorted({lv["concurrency"] for lv in report["levels"]})
+    for i, batch in enumerate(batches):
+        rows = [lv for lv in report["levels"] if lv["batch"] == batch]
+        rows.sort(key=lambda lv: lv["concurrency"])
+        conc = [lv["concurrency"] for lv in rows]
+        p50 = [lv["latency"]["p50_ms"] or np.nan for lv in rows]
+        p95 = [lv["latency"]["p95_ms"] or np.nan for lv in rows]
+        colour = f"C{i}"
+        ax_lat.plot(conc, p50, "o-", color=colour, label=f"batch {batch} p50")
+        ax_lat.plot(conc, p95, "s--", color=colour, alpha=0.7, label=f"batch {batch} p95")
+        tput = [lv["items_per_s"] for lv in rows]
+        ax_tp.plot(conc, tput, "o-", color=colour, label=f"batch {batch}")
+    for ax, title, ylabel in (
+        (ax_lat, "Latency vs concurrency", "latency (ms)"),
+        (ax_tp, "Throughput vs concurrency", "items / s"),
+    ):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    cfg = report["config"]
+    fig.suptitle(f"{cfg['model']} @ {cfg['url']} ({cfg['endpoint']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def load_summary(report: dict[str, Any]) -> str:
+    """A few lines for the terminal: the best throughput and each level's p50/p95."""
+    lines = []
+    for lv in report["levels"]:
+        lat = lv["latency"]
+        lines.append(
+            f"batch {lv['batch']:>3} × {lv['concurrency']:>3} clients: "
+            f"{lv['requests_per_s']:8.1f} req/s {lv['items_per_s']:9.1f} items/s  "
+            f"p50 {_fmt(lat['p50_ms']):>7} ms  p95 {_fmt(lat['p95_ms']):>7} ms  "
+            f"errors {_errors(lv['errors'])}"
+        )
+    lines.append(f"client CPU: {report['client_cpu_s_total']:.2f} s")
+    return "\n".join(lines)
+
+
+# ---- quality ------------------------------------------------------------------------------
+def quality_markdown(report: dict[str, Any]) -> str:
+    """Per query model: R@1/5/10 and MRR@10 per language, their mean, and search latency."""
+    cfg = report["config"]
+    lines = [
+        f"# Retrieval quality: index `{cfg['index_model']}`, split `{cfg['split']}`",
+        "",
+        f"Server {cfg['url']}; {report['documents']} English documents indexed in "
+        f"{report['index_s']:.1f} s; top-10 search per query; R@k in %, a gold row outside the "
+        "top 10 counts as a miss.",
+        "",
+        "| query model | lang | queries | R@1 | R@5 | R@10 | MRR@10 | p50 ms | p95 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, res in report["results"].items():
+        for lang, m in res["langs"].items():
+            lines.append(
+                f"| {model} | {lang} | {m['queries']} | {m['r@1']:.1f} | {m['r@5']:.1f} "
+                f"| {m['r@10']:.1f} | {m['mrr@10']:.3f} | {_fmt(m['p50_ms'])} "
+                f"| {_fmt(m['p95_ms'])} |"
+            )
+        mean = res["mean"]
+        lines.append(
+            f"| **{model}** | **mean** | | **{mean['r@1']:.1f}** | **{mean['r@5']:.1f}** "
+            f"| **{mean['r@10']:.1f}** | **{mean['mrr@10']:.3f}** | | |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot_quality(report: dict[str, Any], path: Path) -> None:
+    """Grouped bars: R@1 per language (and mean), one bar per query model."""
+    models = list(report["results"])
+    langs = [*report["config"]["langs"], "mean"]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(langs) * max(1, len(models))), 4))
+    width = 0.8 / max(1, len(models))
+    x = np.arange(len(langs))
+    for i, model in enumerate(models):
+        res = report["results"][model]
+        vals = [res["langs"][lang]["r@1"] for lang in langs[:-1]] + [res["mean"]["r@1"]]
+        bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, vals, width, label=model)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(x, langs)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("R@1 (%)")
+    ax.set_title(
+        f"R@1 by query language — index built by {report['config']['index_model']}", fontsize=10
+    )
+    ax.legend(title="query model", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def quality_summary(report: dict[str, Any]) -> str:
+    """One line per query model: per-language R@1 and the mean R@1/MRR@10."""
+    lines = []
+    for model, res in report["results"].items():
+        per_lang = "  ".join(f"{lang} {m['r@1']:.1f}" for lang, m in res["langs"].items())
+        mean = res["mean"]
+        lines.append(
+            f"{model:>12}: R@1 {per_lang}  | mean R@1 {mean['r@1']:.1f} "
+            f"R@10 {mean['r@10']:.1f} MRR@10 {mean['mrr@10']:.3f}"
+        )
+    return "\n".join(lines)
