@@ -1,0 +1,268 @@
+"""Cross-lingual retrieval in the teacher's space, and the language-purity analysis (§6.2).
+
+Documents are the teacher's embeddings of the English captions and queries a model's embeddings
+of the same captions in language X, so Recall@k says whether a student's X lands where the
+teacher put the English, i.e. whether it can query an index the teacher built. Two baselines
+frame that: the teacher itself on X (no student at all) and the student's base model in its own
+space (what multilingual pre-training alone reaches, with its e5 ``query:``/``passage:``
+prefixes). Language purity asks whether embeddings cluster by language instead of by meaning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from encoders.base import EncoderError, Prefix, TextEncoder, l2_normalize
+from encoders.load import load_text_encoder
+from encoders.metrics import retrieval_metrics
+from training.data import read_aligned
+
+log = logging.getLogger(__name__)
+
+METRICS = ("r@1", "r@5", "r@10", "mrr@10")
+PURITY_K = 10
+_PURITY_CHUNK = 1024  # rows of the similarity matrix held at once
+
+
+# ---------------------------------------------------------------- data
+def read_parallel(
+    data_dir: Path, split: str, langs: Sequence[str], limit: int | None = None
+) -> dict[str, list[str]]:
+    """English plus ``langs`` as parallel lists (item i is one caption) from aligned files."""
+    langs = [lang for lang in dict.fromkeys(langs) if lang and lang != "en"]
+    if not langs:
+        raise EncoderError("cross-lingual evaluation needs at least one language other than en")
+    pairs = read_aligned(data_dir, split, langs)
+    if not pairs:
+        raise EncoderError(f"{data_dir}: the {split!r} files hold no captions")
+    data: dict[str, list[str]] = {"en": [p.en for p in pairs if p.lang == langs[0]]}
+    data |= {lang: [p.text for p in pairs if p.lang == lang] for lang in langs}
+    return {lang: lines[:limit] for lang, lines in data.items()} if limit else data
+
+
+# ---------------------------------------------------------------- retrieval
+def encode_languages(
+    encoder: TextEncoder, data: Mapping[str, Sequence[str]], langs: Sequence[str], prefix: Prefix
+) -> dict[str, np.ndarray]:
+    """One embedding matrix per language, all with the same prefix."""
+    bar = tqdm(langs, desc=f"encode {encoder.info.name}", unit="lang", leave=False)
+    return {lang: encoder.encode(data[lang], prefix=prefix) for lang in bar}
+
+
+def score_languages(queries: Mapping[str, np.ndarray], docs: np.ndarray) -> dict[str, Any]:
+    """Metrics per language and their mean over the cross-lingual ones (all but English)."""
+    for lang, q in queries.items():
+        if q.shape[1] != docs.shape[1]:
+            raise EncoderError(
+                f"{lang} queries have dimension {q.shape[1]} but the documents {docs.shape[1]}: "
+                "the model is not in the teacher's embedding space"
+            )
+    per_lang = {lang: retrieval_metrics(q, docs) for lang, q in queries.items()}
+    cross = [m for lang, m in per_lang.items() if lang != "en"] or list(per_lang.values())
+    return {
+        "languages": per_lang,
+        "avg": {k: float(np.mean([m[k] for m in cross])) for k in METRICS},
+    }
+
+
+def evaluate_retrieval(
+    query_encoder: TextEncoder,
+    docs: TextEncoder | np.ndarray,
+    data: Mapping[str, Sequence[str]],
+    langs: Sequence[str],
+) -> dict[str, Any]:
+    """X→English retrieval for each of ``langs`` (include "en" for English→English).
+
+    ``docs`` is the teacher (it embeds ``data["en"]`` as passages) or its embeddings, so a
+    trainer evaluating every epoch embeds the documents once.
+    """
+    if isinstance(docs, TextEncoder):
+        docs = docs.encode(data["en"], prefix="passage")
+    return score_languages(encode_languages(query_encoder, data, langs, "query"), docs)
+
+
+# ---------------------------------------------------------------- representation analysis
+def language_purity(embeddings_by_lang: Mapping[str, np.ndarray], k: int = PURITY_K) -> float:
+    """Mean share of each embedding's k cosine neighbours (itself excluded) in its own language.
+
+    Neighbours come from the pooled embeddings of parallel captions in all languages. 1.0 means
+    the space is split by language; a language-agnostic one, whose nearest neighbours are the
+    same caption in the other languages, stays near 1/n_langs.
+    """
+    sizes = [len(e) for e in embeddings_by_lang.values()]
+    if len(sizes) < 2:
+        raise EncoderError("language purity needs embeddings in at least two languages")
+    if not 1 <= k < sum(sizes):
+        raise EncoderError(f"language purity with k={k} needs more than {k} embeddings")
+    x = l2_normalize(np.concatenate(list(embeddings_by_lang.values())).astype(np.float32))
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    same = 0
+    for start in range(0, len(x), _PURITY_CHUNK):
+        sims = x[start : start + _PURITY_CHUNK] @ x.T
+        rows = np.arange(len(sims))
+        sims[rows, start + rows] = -np.inf
+        neighbours = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        same += int((labels[neighbours] == labels[start : start + len(sims), None]).sum())
+    return same / (len(x) * k)
+
+
+def pca_2d(embeddings_by_lang: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Project the pooled embeddings on their top two principal axes (deterministic signs)."""
+    x = np.concatenate(list(embeddings_by_lang.values())).astype(np.float64)
+    x -= x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    axes = vt[:2] * np.sign(vt[:2, [0]] + 1e-12)  # SVD signs are arbitrary; pin them for reruns
+    points = x @ axes.T
+    splits = np.cumsum([len(e) for e in embeddings_by_lang.values()])[:-1]
+    return dict(zip(embeddings_by_lang, np.split(points, splits), strict=True))
+
+
+# ---------------------------------------------------------------- several models, one report
+@dataclass
+class ModelResult:
+    """One table row: a model or baseline, its retrieval numbers and its purity."""
+
+    label: str
+    role: str  # "teacher", "base" or "student"
+    space: str  # "teacher" (documents by the teacher) or "own" (documents by itself)
+    path: str
+    languages: dict[str, dict[str, float]]
+    avg: dict[str, float]
+    purity: float
+    projection: dict[str, np.ndarray] = field(repr=False)  # PCA points per language, not saved
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("projection")
+        return out
+
+
+def _result(
+    label: str,
+    role: str,
+    space: str,
+    path: str,
+    queries: dict[str, np.ndarray],
+    docs: np.ndarray,
+    purity_k: int,
+) -> ModelResult:
+    """Score one model and measure how its query embeddings cluster by language."""
+    return ModelResult(
+        label,
+        role,
+        space,
+        path,
+        **score_languages(queries, docs),
+        purity=language_purity(queries, purity_k),
+        projection=pca_2d(queries),
+    )
+
+
+def evaluate_models(
+    teacher: str,
+    students: Sequence[str],
+    data: Mapping[str, Sequence[str]],
+    langs: Sequence[str],
+    *,
+    base: str | None = None,
+    device: str = "cpu",
+    purity_k: int = PURITY_K,
+) -> list[ModelResult]:
+    """The teacher-on-X baseline, the base model in its own space, then each student.
+
+    The teacher's English documents are embedded once and shared by every student; each model
+    is loaded, encoded and released in turn so only one sits in memory.
+    """
+    langs = [*dict.fromkeys(lang for lang in langs if lang != "en")]
+    log.info("teacher %s: %d captions x %d languages", teacher, len(data["en"]), len(langs) + 1)
+    enc = load_text_encoder(teacher, device=device)
+    docs = enc.encode(data["en"], prefix="passage")
+    queries = encode_languages(enc, data, langs, "query")
+    prefixes = enc.info.prefixes
+    same_prefix = prefixes.get("query", "") == prefixes.get("passage", "")
+    queries["en"] = docs if same_prefix else enc.encode(data["en"], prefix="query")
+    results = [_result("teacher on X", "teacher", "teacher", teacher, queries, docs, purity_k)]
+    if base:
+        log.info("base %s, in its own space", base)
+        enc = load_text_encoder(base, device=device)
+        own_docs = enc.encode(data["en"], prefix="passage")
+        queries = encode_languages(enc, data, [*langs, "en"], "query")
+        results.append(_result("base, own space", "base", "own", base, queries, own_docs, purity_k))
+    for path in students:
+        log.info("student %s", path)
+        enc = load_text_encoder(path, device=device)
+        queries = encode_languages(enc, data, [*langs, "en"], "query")
+        results.append(_result(enc.info.name, "student", "teacher", path, queries, docs, purity_k))
+    labels = [r.label for r in results]
+    for r in results:  # two students saved under the same name stay apart in the table
+        if labels.count(r.label) > 1:
+            r.label = f"{r.label} ({r.path})"
+    return results
+
+
+# ---------------------------------------------------------------- presentation
+def markdown_table(results: Sequence[ModelResult], langs: Sequence[str]) -> str:
+    """Rows are models, columns R@1/5/10 (%) and MRR@10 per language, the X average, en, purity."""
+    groups = [*langs, "avg", "en"]
+    head = ["model", "space", *(f"{g} {m.upper()}" for g in groups for m in METRICS), "purity"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [r.label, r.space]
+        for g in groups:
+            metrics = r.avg if g == "avg" else r.languages[g]
+            cells += [
+                f"{metrics[m]:.3f}" if m == "mrr@10" else f"{metrics[m]:.1f}" for m in METRICS
+            ]
+        cells.append(f"{r.purity:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_recall(results: Sequence[ModelResult], langs: Sequence[str], path: Path) -> None:
+    """Grouped bars: R@1 per language (and the X average), one bar per model."""
+    groups = [*langs, "avg", "en"]
+    width = 0.8 / len(results)
+    fig = Figure(
+        layout="constrained", figsize=(max(6.0, 1.4 * len(groups) * max(1, len(results) / 3)), 4)
+    )
+    ax = fig.subplots()
+    for i, r in enumerate(results):
+        values = [(r.avg if g == "avg" else r.languages[g])["r@1"] for g in groups]
+        offset = (i - (len(results) - 1) / 2) * width
+        ax.bar(np.arange(len(groups)) + offset, values, width, label=f"{r.label} [{r.space}]")
+    ax.set_xticks(np.arange(len(groups)), [f"{g}→en" if g != "avg" else "avg X→en" for g in groups])
+    ax.set_ylabel("R@1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("X→English caption retrieval")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+    _save(fig, path)
+
+
+def plot_projection(results: Sequence[ModelResult], path: Path) -> None:
+    """One PCA scatter per model, coloured by language: clusters by colour mean high purity."""
+    fig = Figure(layout="constrained", figsize=(4.5 * len(results), 4.5))
+    axes = fig.subplots(1, len(results), squeeze=False)
+    for ax, r in zip(axes[0], results, strict=True):
+        for lang, pts in r.projection.items():
+            ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.5, label=lang)
+        ax.set_title(f"{r.label}\nlanguage purity {r.purity:.2f}", fontsize="medium")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(markerscale=3, fontsize="small")
+    fig.suptitle("PCA of parallel captions, coloured by language")
+    _save(fig, path)
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Render with Agg directly: no pyplot, so no global figure state and no display needed."""
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
