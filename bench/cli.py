@@ -8,10 +8,11 @@ import logging
 import re
 
 from bench.client import BenchError
-from bench.data import CAPTIONS, read_aligned, read_lines
+from bench.data import CAPTIONS, read_lines
 from bench.load import LoadConfig, failed_levels, run_load
 from bench.quality import QualityConfig, run_quality
 from bench.report import load_summary, quality_summary, write_report
+from encoders.captions import read_parallel
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
 
@@ -165,7 +166,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         timeout_s=args.timeout,
     )
-    texts = read_aligned(cfg.data_dir, cfg.split, cfg.langs, cfg.limit)
+    texts = read_parallel(cfg.data_dir, cfg.split, cfg.langs, cfg.limit)
     report = asyncio.run(run_quality(cfg, texts))
     paths = write_report(report, args.out)
     print(quality_summary(report))

@@ -1,4 +1,7 @@
-"""Texts the benchmarks send: a built-in multilingual caption list, text files, Multi30k splits."""
+"""Texts the benchmarks send: a built-in multilingual caption list and text files.
+
+Multi30k-style aligned splits are read by :func:`encoders.captions.read_parallel`.
+"""
 
 from __future__ import annotations
 
@@ -62,28 +65,3 @@ def read_lines(path: str | Path) -> list[str]:
     if not texts:
         raise BenchError(f"{path} has no non-empty lines")
     return texts
-
-
-def read_aligned(
-    data_dir: str | Path, split: str, langs: list[str], limit: int | None = None
-) -> dict[str, list[str]]:
-    """Line-aligned captions ``{split}.{lang}.gz`` (Multi30k layout): line i is one caption.
-
-    Blank lines are kept, not dropped, because dropping them would break the alignment that
-    makes line i of every language the gold answer for line i of English.
-    """
-    out: dict[str, list[str]] = {}
-    for lang in dict.fromkeys(["en", *langs]):
-        path = Path(data_dir) / f"{split}.{lang}.gz"
-        if not path.exists():
-            raise BenchError(f"missing {path} (expected {split}.{{lang}}.gz files in {data_dir})")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            out[lang] = [line.rstrip("\n") for line in f]
-        if limit is not None:
-            out[lang] = out[lang][:limit]
-    sizes = {lang: len(lines) for lang, lines in out.items()}
-    if len(set(sizes.values())) != 1:
-        raise BenchError(f"{split} files are not line-aligned: {sizes}")
-    if not out["en"]:
-        raise BenchError(f"{split}.en.gz in {data_dir} is empty")
-    return out

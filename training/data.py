@@ -4,7 +4,8 @@ Three on-disk shapes are read into one list of :class:`Pair` (several languages 
 stream): line-aligned files as Multi30k ships them (``train.en.gz`` + ``train.de.gz`` ...),
 TSV/CSV and JSONL, each either *long* (``en, text, lang``) or *wide* (``en`` plus one column per
 language). Empty pairs are dropped, identical ones kept, and both are counted; malformed input is
-a :class:`DataError` naming the file and line, never a stack trace.
+a :class:`DataError` (a :class:`~encoders.captions.CaptionsError` for line-aligned files) naming
+the file and line, never a stack trace.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from encoders.base import EncoderError
+from encoders.captions import read_parallel
 
 RESERVED = ("en", "image", "text", "lang")  # columns that are never a language
 TABLE_FORMATS = {".tsv": "\t", ".csv": ","}
@@ -113,24 +115,19 @@ def _image_path(value: str, base: Path) -> str:
 
 # ---------------------------------------------------------------- readers
 def read_aligned(directory: Path, split: str, languages: Sequence[str]) -> list[Pair]:
-    """``{split}.en[.gz]`` plus ``{split}.{lang}[.gz]``: line i of each file is one caption."""
-    en_path = _find(directory, f"{split}.en", [""])
-    if en_path is None:
-        raise DataError(f"{directory}: no {split}.en.gz or {split}.en (line-aligned English)")
-    english = [line.strip() for _, line in _lines(en_path)]
-    pairs: list[Pair] = []
-    for lang in languages:
-        path = _find(directory, f"{split}.{lang}", [""])
-        if path is None:
-            raise DataError(f"{directory}: no {split}.{lang}.gz or {split}.{lang} for {lang!r}")
-        texts = [line.strip() for _, line in _lines(path)]
-        if len(texts) != len(english):
-            raise DataError(
-                f"{path}:{min(len(texts), len(english)) + 1}: {len(texts)} lines, but "
-                f"{en_path} has {len(english)}; line-aligned files must match"
-            )
-        pairs += [Pair(en, text, lang) for en, text in zip(english, texts, strict=True)]
-    return pairs
+    """``{split}.en[.gz]`` plus ``{split}.{lang}[.gz]``: line i of each file is one caption.
+
+    Read by :func:`encoders.captions.read_parallel`, whose errors are
+    :class:`~encoders.captions.CaptionsError`; blank lines come back as empty pairs.
+    """
+    if not all(languages):
+        raise DataError(f"{directory}: an empty language name in {list(languages)}")
+    data = read_parallel(directory, split, languages)
+    return [
+        Pair(en, text, lang)
+        for lang in languages
+        for en, text in zip(data["en"], data[lang], strict=True)
+    ]
 
 
 def _row_pairs(

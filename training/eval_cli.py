@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from encoders.base import EncoderError
+from encoders.captions import read_parallel
 from training.data import default_data_dir
 from training.evaluate import (
     PURITY_K,
@@ -14,7 +15,6 @@ from training.evaluate import (
     markdown_table,
     plot_projection,
     plot_recall,
-    read_parallel,
 )
 
 
@@ -58,7 +58,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise EncoderError(f"--limit must be >= 1, got {args.limit}")
     data_dir = args.data or default_data_dir()
-    data = read_parallel(data_dir, args.split, args.langs.split(","), args.limit)
+    query_langs = [lang for lang in args.langs.split(",") if lang and lang != "en"]
+    if not query_langs:
+        raise EncoderError("cross-lingual evaluation needs at least one language other than en")
+    data = read_parallel(data_dir, args.split, query_langs, args.limit)
     langs = [lang for lang in data if lang != "en"]
     results = evaluate_models(
         args.teacher, args.student, data, langs, base=args.base, device=args.device

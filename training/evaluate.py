@@ -6,6 +6,7 @@ teacher put the English, i.e. whether it can query an index the teacher built. T
 frame that: the teacher itself on X (no student at all) and the student's base model in its own
 space (what multilingual pre-training alone reaches, with its e5 ``query:``/``passage:``
 prefixes). Language purity asks whether embeddings cluster by language instead of by meaning.
+The retrieval scoring itself is :mod:`encoders.metrics`, shared with export and bench.
 """
 
 from __future__ import annotations
@@ -19,75 +20,15 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
-from encoders.base import EncoderError, Prefix, TextEncoder, l2_normalize
+from encoders.base import EncoderError, l2_normalize
 from encoders.load import load_text_encoder
-from encoders.metrics import retrieval_metrics
-from training.data import read_aligned
+from encoders.metrics import METRICS, encode_languages, score_languages
 
 log = logging.getLogger(__name__)
 
-METRICS = ("r@1", "r@5", "r@10", "mrr@10")
 PURITY_K = 10
 _PURITY_CHUNK = 1024  # rows of the similarity matrix held at once
-
-
-# ---------------------------------------------------------------- data
-def read_parallel(
-    data_dir: Path, split: str, langs: Sequence[str], limit: int | None = None
-) -> dict[str, list[str]]:
-    """English plus ``langs`` as parallel lists (item i is one caption) from aligned files."""
-    langs = [lang for lang in dict.fromkeys(langs) if lang and lang != "en"]
-    if not langs:
-        raise EncoderError("cross-lingual evaluation needs at least one language other than en")
-    pairs = read_aligned(data_dir, split, langs)
-    if not pairs:
-        raise EncoderError(f"{data_dir}: the {split!r} files hold no captions")
-    data: dict[str, list[str]] = {"en": [p.en for p in pairs if p.lang == langs[0]]}
-    data |= {lang: [p.text for p in pairs if p.lang == lang] for lang in langs}
-    return {lang: lines[:limit] for lang, lines in data.items()} if limit else data
-
-
-# ---------------------------------------------------------------- retrieval
-def encode_languages(
-    encoder: TextEncoder, data: Mapping[str, Sequence[str]], langs: Sequence[str], prefix: Prefix
-) -> dict[str, np.ndarray]:
-    """One embedding matrix per language, all with the same prefix."""
-    bar = tqdm(langs, desc=f"encode {encoder.info.name}", unit="lang", leave=False)
-    return {lang: encoder.encode(data[lang], prefix=prefix) for lang in bar}
-
-
-def score_languages(queries: Mapping[str, np.ndarray], docs: np.ndarray) -> dict[str, Any]:
-    """Metrics per language and their mean over the cross-lingual ones (all but English)."""
-    for lang, q in queries.items():
-        if q.shape[1] != docs.shape[1]:
-            raise EncoderError(
-                f"{lang} queries have dimension {q.shape[1]} but the documents {docs.shape[1]}: "
-                "the model is not in the teacher's embedding space"
-            )
-    per_lang = {lang: retrieval_metrics(q, docs) for lang, q in queries.items()}
-    cross = [m for lang, m in per_lang.items() if lang != "en"] or list(per_lang.values())
-    return {
-        "languages": per_lang,
-        "avg": {k: float(np.mean([m[k] for m in cross])) for k in METRICS},
-    }
-
-
-def evaluate_retrieval(
-    query_encoder: TextEncoder,
-    docs: TextEncoder | np.ndarray,
-    data: Mapping[str, Sequence[str]],
-    langs: Sequence[str],
-) -> dict[str, Any]:
-    """X→English retrieval for each of ``langs`` (include "en" for English→English).
-
-    ``docs`` is the teacher (it embeds ``data["en"]`` as passages) or its embeddings, so a
-    trainer evaluating every epoch embeds the documents once.
-    """
-    if isinstance(docs, TextEncoder):
-        docs = docs.encode(data["en"], prefix="passage")
-    return score_languages(encode_languages(query_encoder, data, langs, "query"), docs)
 
 
 # ---------------------------------------------------------------- representation analysis

@@ -15,9 +15,11 @@ import pytest
 
 from bench.cli import int_list, parse_duration, positive_int
 from bench.client import BenchError, latency_summary, server_message
-from bench.data import CAPTIONS, read_aligned, read_lines
+from bench.data import CAPTIONS, read_lines
 from bench.load import LoadConfig, _Level, _worker, failed_levels
 from bench.report import write_report
+from encoders.base import EncoderError
+from encoders.captions import read_parallel
 from polyclip.__main__ import main
 
 
@@ -127,10 +129,11 @@ def test_read_texts(tmp_path: Path) -> None:
     assert read_lines(packed) == ["ein hund"]
     with gzip.open(tmp_path / "val.en.gz", "wt", encoding="utf-8") as f:
         f.write("a dog\na cat\n")
-    with pytest.raises(BenchError, match="not line-aligned"):
-        read_aligned(tmp_path, "val", ["de"])
-    with pytest.raises(BenchError, match="missing"):
-        read_aligned(tmp_path, "val", ["fr"])
+    # `bench quality` reads aligned splits with encoders.captions.read_parallel
+    with pytest.raises(EncoderError, match=r"val\.de\.gz:2: 1 lines, but .*val\.en\.gz has 2"):
+        read_parallel(tmp_path, "val", ["de"])
+    with pytest.raises(EncoderError, match=r"no val\.fr\.gz or val\.fr"):
+        read_parallel(tmp_path, "val", ["fr"])
     with pytest.raises(BenchError, match="not found"):
         read_lines(tmp_path / "nope.txt")
     assert len(set(CAPTIONS)) == len(CAPTIONS) >= 30

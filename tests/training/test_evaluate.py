@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 from encoders.base import EncoderError
+from encoders.captions import read_parallel
 from encoders.load import load_text_encoder
-from encoders.metrics import retrieval_metrics
+from encoders.metrics import evaluate_retrieval, retrieval_metrics
 from encoders.sentence import SentenceEncoder
 from polyclip.__main__ import main
 from tests.tiny import HIDDEN, save_backbone
-from training.evaluate import evaluate_retrieval, language_purity, read_parallel
+from training.evaluate import language_purity
 
 SUBJECTS = [
     ("dog", "hund", "chien"),

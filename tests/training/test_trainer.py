@@ -267,8 +267,8 @@ def test_ddp_two_ranks_on_gloo(models: dict, data: Path, cache_dir: Path, tmp_pa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # fork, not spawn: the children inherit the imported modules (1 s instead of 30 s here)
-    mp.start_processes(_ddp_worker, args=(2, port, kw), nprocs=2, start_method="fork")
+    # spawn, not fork: a child forked after the parent's OpenMP pool started can deadlock
+    mp.start_processes(_ddp_worker, args=(2, port, kw), nprocs=2, start_method="spawn")
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["step"] == 2 and len(state["rng"]) == 2
     assert load_text_encoder(out / "student").dimension == 16
