@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from encoders.base import ImageEncoder, TextEncoder
+from encoders.base import EncoderError, ImageEncoder, TextEncoder
 from encoders.dual import DualImageEncoder, DualModel, DualTextEncoder, is_dual_dir
 from encoders.hub import resolve_model_dir
+from encoders.onnx_bundle import OnnxTextEncoder, is_bundle_dir, load_bundle
 from encoders.sentence import SentenceEncoder
 
 
 def load_text_encoder(ref: str | Path, *, device: str = "cpu") -> TextEncoder:
-    """A text encoder for a student, a sentence-transformers folder or a CLIP/SigLIP model."""
+    """A text encoder for a student, an ST folder, a CLIP/SigLIP model or an ONNX bundle."""
     path = resolve_model_dir(ref)
+    if is_bundle_dir(path):
+        return OnnxTextEncoder(path, device=device)
     if is_dual_dir(path):
         return DualTextEncoder(DualModel(path, device=device))
     return SentenceEncoder.load(path, device=device)
@@ -23,6 +26,11 @@ def load_encoders(
 ) -> tuple[TextEncoder, ImageEncoder | None]:
     """Both towers of a dual encoder (one model in memory), or a text encoder and None."""
     path = resolve_model_dir(ref)
+    if is_bundle_dir(path):
+        text, image = load_bundle(path, device=device)
+        if text is None:
+            raise EncoderError(f"bundle {path} holds only an image tower; use load_bundle()")
+        return text, image
     if is_dual_dir(path):
         dual = DualModel(path, device=device)
         return DualTextEncoder(dual), DualImageEncoder(dual)

@@ -6,12 +6,17 @@ import argparse
 import logging
 import sys
 
+from bench import cli as bench_cli
 from encoders import cli as encode_cli
 from encoders import pretrained
 from encoders.base import EncoderError
+from export import cli as export_cli
 from polyclip import __version__
+from service import cli as serve_cli
+from training import cli as train_cli
+from training import eval_cli
 
-STAGES = [pretrained, encode_cli]
+STAGES = [pretrained, encode_cli, train_cli, eval_cli, bench_cli, serve_cli, export_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:

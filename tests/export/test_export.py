@@ -1,0 +1,179 @@
+"""``polyclip export``: tiny students, teachers and dual encoders to bundles that match PyTorch."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from encoders import EncoderError, load_encoders, load_text_encoder
+from encoders.base import TextEncoder, l2_normalize
+from encoders.onnx_bundle import OnnxImageEncoder, OnnxTextEncoder, load_bundle, read_bundle
+from encoders.sentence import SentenceEncoder, pool
+from export.bundle import ExportOptions, export_bundle
+from export.onnx_export import random_images
+from export.parity import THRESHOLDS
+from polyclip.__main__ import main
+from tests.export.conftest import save_student
+
+# Seven texts (batch 7), short to long; the last one is truncated at max_seq_length.
+TEXTS = [
+    "a dog",
+    "ein hund läuft im park",
+    "un chat rouge",
+    "the man sits on the red street in the park with two blue cats",
+    "x",
+    "zwei katze",
+    " ".join(["the red dog runs in the park"] * 8),
+]
+
+
+def _min_cos(a: TextEncoder, b: TextEncoder, texts: list[str] = TEXTS) -> float:
+    x, y = a.encode(texts, prefix="query"), b.encode(texts, prefix="query")
+    assert x.shape == y.shape
+    return float(np.sum(x * y, axis=1).min())
+
+
+def _output_width(model: Path) -> int:
+    return onnx.load(str(model)).graph.output[0].type.tensor_type.shape.dim[1].dim_value
+
+
+# Every backbone with a linear head at fp32 and a tanh head at int8 (paired to stay fast).
+@pytest.mark.parametrize(("head", "precision"), [("linear", "fp32"), ("tanh", "int8")])
+def test_student_bundle_matches_torch(
+    tmp_path: Path, backbone_dir: Path, head: str, precision: str
+) -> None:
+    src = save_student(backbone_dir, tmp_path / "src", head)
+    meta = export_bundle(src, tmp_path / "bundle", ExportOptions(precision))
+    bundle, ref = load_text_encoder(tmp_path / "bundle"), load_text_encoder(src)
+    assert isinstance(bundle, OnnxTextEncoder)
+    assert bundle.info == ref.info  # name, dimension, max length, prefixes, space
+    assert _min_cos(bundle, ref) >= THRESHOLDS[precision]
+    assert meta["parity"]["passed"] and meta["precision"] == precision
+    assert meta["card"]["space"] == meta["space"] == "tiny-teacher"
+    assert meta["towers"]["text"]["fused_ops"].get("Attention") == 2  # 2 layers fused
+    assert json.loads((tmp_path / "bundle" / "bundle.json").read_text()) == meta
+
+
+def test_fp16_bundle_runs_on_the_cpu(tmp_path: Path, student_dir: Path) -> None:
+    # onnxruntime's CPU provider runs the fp16 graph (casts around what it lacks), so the fp16
+    # path is tested for real here, not only converted.
+    export_bundle(student_dir, tmp_path / "b", ExportOptions("fp16"))
+    graph = onnx.load(str(tmp_path / "b" / "model.onnx")).graph
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # keep_io_types
+    assert _min_cos(load_text_encoder(tmp_path / "b"), load_text_encoder(student_dir)) >= 0.995
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_st_teacher(tmp_path: Path, st_teacher_dir: Path, precision: str) -> None:
+    meta = export_bundle(st_teacher_dir, tmp_path / "b", ExportOptions(precision))
+    assert meta["card"] == {} and meta["dimension"] == 32
+    bundle, ref = load_text_encoder(tmp_path / "b"), load_text_encoder(st_teacher_dir)
+    assert _min_cos(bundle, ref) >= THRESHOLDS[precision]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_dual_bundle_holds_both_towers(tmp_path: Path, dual_dir: Path, precision: str) -> None:
+    export_bundle(dual_dir, tmp_path / "b", ExportOptions(precision))
+    assert {p.name for p in (tmp_path / "b").glob("*.onnx")} == {"model.onnx", "image.onnx"}
+    text, image = load_encoders(tmp_path / "b")
+    ref_text, ref_image = load_encoders(dual_dir)
+    assert isinstance(text, OnnxTextEncoder) and isinstance(image, OnnxImageEncoder)
+    assert ref_image is not None and image.info == ref_image.info
+    assert _min_cos(text, ref_text) >= THRESHOLDS[precision]
+    imgs = random_images(5, seed=7)
+    cos = np.sum(image.encode(imgs, batch_size=3) * ref_image.encode(imgs), axis=1)
+    assert cos.min() >= THRESHOLDS[precision]
+
+
+def test_image_tower_alone(tmp_path: Path, clip_dir: Path) -> None:
+    argv = ["export", "--model", str(clip_dir), "--out", str(tmp_path / "b"), "--tower", "image"]
+    assert main(argv) == 0
+    text, image = load_bundle(tmp_path / "b")
+    assert text is None and image is not None and image.encode(random_images(2)).shape == (2, 16)
+    with pytest.raises(EncoderError, match="only an image tower"):
+        load_encoders(tmp_path / "b")
+
+
+def test_dynamic_batch_and_sequence_axes(student_bundle: Path, student_dir: Path) -> None:
+    bundle = load_text_encoder(student_bundle)
+    assert isinstance(bundle, OnnxTextEncoder)
+    session = bundle.graph.session
+    for batch, seq in ((1, 3), (7, 3), (1, 24), (7, 24)):
+        ids = np.full((batch, seq), 5, dtype=np.int64)
+        out = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+        assert out.shape == (batch, 16)
+    one = np.concatenate([bundle.encode([t]) for t in TEXTS])
+    np.testing.assert_allclose(bundle.encode(TEXTS, batch_size=7), one, atol=1e-5)
+    assert _min_cos(bundle, load_text_encoder(student_dir)) >= 0.999
+
+
+def test_head_is_inside_the_graph(tmp_path: Path, xlmr_dir: Path, student_bundle: Path) -> None:
+    # The 16-d student's graph ends in 16 columns, not the backbone's 32.
+    assert _output_width(student_bundle / "model.onnx") == 16
+    # A square head (32 -> 32) has the backbone's width, so only the values can tell: the bundle
+    # matches the student with its head and not the same model without it.
+    src = save_student(xlmr_dir, tmp_path / "src", "tanh", dimension=32)
+    export_bundle(src, tmp_path / "b", ExportOptions())
+    student = SentenceEncoder.load(src)
+    got = load_text_encoder(tmp_path / "b").encode(TEXTS)
+    batch = student.tokenize(TEXTS)
+    with torch.no_grad():
+        hidden = student.model.backbone(**batch)[0]
+        headless = l2_normalize(pool(hidden, batch["attention_mask"], "mean").numpy())
+    assert np.sum(got * student.encode(TEXTS), axis=1).min() >= 0.999
+    assert np.sum(got * headless, axis=1).min() < 0.9
+
+
+def test_cli_int8_export_reports_r1_and_the_bundle_encodes(
+    tmp_path: Path, student_dir: Path, val_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bundle"
+    argv = ["export", "--model", str(student_dir), "--out", str(out), "--precision", "int8"]
+    argv += ["--int8-keep-fp32", r"intermediate/dense/MatMul$"]  # one FFN MatMul per layer
+    assert main([*argv, "--val-data", str(val_dir), "--val-langs", "de,fr,cs"]) == 0
+    assert "parity passed" in capsys.readouterr().out
+    meta = read_bundle(out)
+    assert meta["towers"]["text"]["conversion"] == {
+        "per_channel": True,
+        "reduce_range": True,
+        "fp32_matmuls": 2,
+    }
+    r1 = meta["parity"]["text"]["r1"]
+    assert set(r1["languages"]) == {"de", "fr", "cs"}
+    de = r1["languages"]["de"]
+    assert de["delta"] == pytest.approx(de["bundle"] - de["torch"])
+    assert main(["encode", "--model", str(out), "--prefix", "query", "a dog"]) == 0
+    row = np.array(json.loads(capsys.readouterr().out))
+    ref = load_text_encoder(student_dir).encode(["a dog"], prefix="query")[0]
+    assert float(row @ ref) >= 0.98
+
+
+def test_parity_gate_failure_exits_2_with_figures(
+    tmp_path: Path, student_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bundle"
+    argv = ["export", "--model", str(student_dir), "--out", str(out), "--min-cosine", "1.01"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "does not match PyTorch" in err and "threshold 1.01" in err
+    assert re.search(r"text: cosine min \d\.\d{5} mean \d\.\d{5} over \d+ probes", err)
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # no bundle, no staging left
+
+
+def test_refuses_to_overwrite_a_non_bundle_or_export_a_bundle(
+    tmp_path: Path, student_dir: Path, student_bundle: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(EncoderError, match="not a bundle"):
+        export_bundle(student_dir, tmp_path, ExportOptions())
+    assert (tmp_path / "notes.txt").exists()
+    with pytest.raises(EncoderError, match="already an ONNX bundle"):
+        export_bundle(student_bundle, tmp_path / "again", ExportOptions())
