@@ -56,7 +56,7 @@ test-unit: install
 	$(BIN)/python -m pytest -q
 
 test-real: models
-	POLYCLIP_MODELS=$(MODELS) $(BIN)/python -m pytest -q -m real
+	POLYCLIP_TEST_MODELS=$(MODELS) $(BIN)/python -m pytest -q -m real
 
 test: test-unit test-real
 

@@ -47,7 +47,7 @@ def clip_dir(tiny_dir: Path) -> Path:
 def real_models_dir() -> Path:
     """The models from `polyclip models prepare`; missing ones fail the real tier, never skip it."""
     default = Path(__file__).resolve().parents[1] / "artifacts" / "models"
-    path = Path(os.environ.get("POLYCLIP_MODELS", default))
+    path = Path(os.environ.get("POLYCLIP_TEST_MODELS", default))
     names = ("all-mpnet-base-v2", "all-MiniLM-L6-v2", "multilingual-e5-small")
     if not all((path / name / "modules.json").is_file() for name in names):
         pytest.fail(f"real models missing under {path}: run `polyclip models prepare --out {path}`")
