@@ -195,6 +195,7 @@ class SentenceEncoder(TextEncoder):
         out.mkdir(parents=True, exist_ok=True)
         self.model.backbone.save_pretrained(out, safe_serialization=True)
         self.tokenizer.save_pretrained(out)
+        _portable_tokenizer_class(out / "tokenizer_config.json")
         modules = [{"idx": 0, "name": "0", "path": "", "type": _ST + "Transformer"}]
         dim = self.model.backbone.config.hidden_size
         pool_cfg = {"word_embedding_dimension": dim}
@@ -266,6 +267,15 @@ def _read_json(path: Path, *, missing_ok: bool = False) -> Any:
 
 def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _portable_tokenizer_class(path: Path) -> None:
+    """transformers 5 writes ``TokenizersBackend``, a class transformers 4 cannot load; the
+    fast-tokenizer base class reads the same ``tokenizer.json`` in both."""
+    cfg = _read_json(path, missing_ok=True)
+    if cfg.get("tokenizer_class") == "TokenizersBackend":
+        cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+        _write_json(path, cfg)
 
 
 def _write_module(out: Path, modules: list[dict], kind: str, cfg: dict | None) -> Path:

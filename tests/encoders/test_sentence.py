@@ -151,3 +151,12 @@ def test_student_max_length_is_capped_by_the_backbone(xlmr_dir: Path) -> None:
     enc = SentenceEncoder.new_student(xlmr_dir, dimension=16, space="s", teacher="t")
     assert enc.max_seq_length == 32  # tiny XLM-R: 34 positions - 2; the default asks for 128
     assert enc.encode([" ".join(["dog"] * 300)]).shape == (1, 16)
+
+
+def test_saved_tokenizer_class_loads_in_transformers_4(tmp_path: Path, xlmr_dir: Path) -> None:
+    """transformers 5 names its tokenizers ``TokenizersBackend``; users on 4.x must load ours."""
+    _student(xlmr_dir).save(tmp_path / "s")
+    cfg = json.loads((tmp_path / "s" / "tokenizer_config.json").read_text())
+    assert cfg["tokenizer_class"] == "PreTrainedTokenizerFast"
+    again = load_text_encoder(tmp_path / "s")
+    assert again.count_tokens(["a dog runs"]) == [5]

@@ -1,0 +1,1 @@
+"""Reference servers for the side-by-side comparison (docs/PERFORMANCE.md, peers)."""
