@@ -37,11 +37,17 @@ data:
 	for f in train val test_2016_flickr; do for l in en de fr cs; do \
 	  curl -fsSL -o data/multi30k/$$f.$$l.gz $(MULTI30K_URL)/$$f.$$l.gz || exit 1; done; done
 
-# The default student: distilled with the quick recipe (CPU, minutes), exported to ONNX int8.
-$(STUDENT)/bundle.json: | models
+# The default student: distilled with the quick recipe (CPU, minutes), then exported to ONNX.
+# fp32 by default: the int8 parity gate (min cosine 0.98) is borderline for this 120-step student
+# (0.976-0.982 measured across runs); STUDENT_PRECISION=int8 is ~1.8x faster when it passes.
+STUDENT_PRECISION ?= fp32
+$(STUDENT_RUN)/student/polyclip.json: | models
 	@test -n "$(DATA)" || { echo "no Multi30k: set POLYCLIP_DATA or run 'make data'"; exit 2; }
 	POLYCLIP_DATA=$(DATA) $(BIN)/polyclip train --config quick --out $(STUDENT_RUN)
-	$(BIN)/polyclip export --model $(STUDENT_RUN)/student --out $(STUDENT) --precision int8
+
+$(STUDENT)/bundle.json: $(STUDENT_RUN)/student/polyclip.json
+	$(BIN)/polyclip export --model $(STUDENT_RUN)/student --out $(STUDENT) \
+	  --precision $(STUDENT_PRECISION)
 
 # Main job: teacher + student on embedded Qdrant, with Multi30k val captions as a demo index.
 serve: models $(STUDENT)/bundle.json
