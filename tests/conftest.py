@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,14 @@ def real_models_dir() -> Path:
     if not all((path / name / "modules.json").is_file() for name in names):
         pytest.fail(f"real models missing under {path}: run `polyclip models prepare --out {path}`")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin-waits (2-20x)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +57,8 @@ def save_student(backbone: Path, out: Path, head: str = "linear", dimension: int
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and on shared cores spinning threads cost 2-3x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _export_tests_on_one_thread(one_torch_thread: None) -> None:
+    """Every export test module runs on one torch thread (the shared fixture in tests/)."""
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +16,9 @@ from tests.training.test_data import captions
 from training.data import DataError
 from training.teacher_cache import TeacherCache
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TEXTS = captions(12)["en"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin-waits (~20x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def save_teacher(backbone: Path, out: Path, seed: int = 0, dim: int = 16) -> Path:
@@ -65,6 +57,7 @@ def direct(teacher: Path, keys: list[str]) -> np.ndarray:
 def test_computes_once_and_matches_direct_encode(
     teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+
     loads = []
     real_load = tc.load_encoders
     monkeypatch.setattr(tc, "load_encoders", lambda *a, **k: loads.append(1) or real_load(*a, **k))

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,9 @@ from tests.training.test_teacher_cache import save_teacher
 from training.config import ConfigError, TrainConfig, load_config, resolve_recipe
 from training.trainer import EarlyStopping, Trainer, train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RECIPES = ["fd", "ed", "sd", "mcl", "dr", "dr_fd", "dr_ed", "dr_ed_fd", "quick"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin-waits (~20x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
