@@ -24,7 +24,7 @@ FLAGS: dict[str, tuple[type, str]] = {
     "batch_size": (int, "pairs per optimizer step"),
     "lr": (float, "peak learning rate"),
     "queue_size": (int, "DR queue length K"),
-    "precision": (str, "fp32, fp16 or bf16 (autocast on CUDA)"),
+    "precision": (str, "fp32, fp16 (CUDA) or bf16 (CUDA, or a CPU with AVX512-BF16/AMX)"),
     "device": (str, "auto, cpu, cuda, cuda:1, ..."),
     "seed": (int, "random seed"),
 }
@@ -46,6 +46,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         help="keep the word-embedding matrix fixed (much faster AdamW on CPU)",
     )
     p.add_argument(
+        "--group-by-length",
+        action=argparse.BooleanOptionalAction,
+        help="batch texts of similar token length together (less padding, faster steps)",
+    )
+    p.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
         help="continue from OUT/checkpoint.pt when present (default: yes)",
@@ -65,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.trainer import train  # torch-heavy; keep `polyclip --help` fast
 
     overrides = dict(parse_assignment(a) for a in args.assignments)
-    for key in [*FLAGS, "freeze_embeddings", "resume"]:
+    for key in [*FLAGS, "freeze_embeddings", "group_by_length", "resume"]:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     summary = train(load_config(args.config, overrides))

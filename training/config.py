@@ -73,7 +73,8 @@ class TrainConfig:
     warmup_steps: int = 1000
     max_grad_norm: float = 1.0
     seed: int = 42
-    precision: str = "fp32"  # fp16 / bf16 autocast on CUDA only
+    precision: str = "fp32"  # bf16 autocast on CUDA or a bf16 CPU; fp16 on CUDA only
+    group_by_length: bool = False  # batches of similar length: less padding, faster steps
     device: str = "auto"
     # bookkeeping
     log_every: int = 10

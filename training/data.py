@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -264,10 +264,10 @@ def queue_anchors(keys: Sequence[str], size: int, seed: int, queue_data: str = "
     return [pool[i] for i in sorted(chosen)]
 
 
-def count_over_long(texts: Sequence[str], tokenizer: Any, max_length: int) -> int:
-    """How many texts the tokenizer will truncate at ``max_length`` tokens."""
+def token_lengths(texts: Sequence[str], tokenizer: Any) -> np.ndarray:
+    """Untruncated token count of each text (for over-long counts and length grouping)."""
     ids = tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
-    return sum(len(x) > max_length for x in ids)
+    return np.array([len(x) for x in ids], dtype=np.int64)
 
 
 # ---------------------------------------------------------------- batching
@@ -276,14 +276,21 @@ class BatchStream:
     """Seeded per-epoch permutations cut into full batches of pair indices.
 
     ``(epoch, step)`` is the whole position, so a checkpoint resumes on exactly the next batch;
-    every rank computes the same global batch and takes its own share of it.
+    every rank computes the same global batch and takes its own share of it. With ``lengths``
+    the batches hold texts of similar length (Hugging Face's ``group_by_length``): the shuffled
+    epoch is cut into mega-batches of ``GROUP`` batches, each sorted by length, and the batches
+    are shuffled again, so padding (half the tokens of random Multi30k batches) mostly goes.
     """
+
+    GROUP: ClassVar[int] = 50
 
     size: int
     batch_size: int
     seed: int
+    lengths: np.ndarray | None = None
     epoch: int = 0
     step: int = 0  # batches already taken from this epoch
+    _order: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.steps_per_epoch == 0:
@@ -299,10 +306,26 @@ class BatchStream:
     def next(self) -> np.ndarray:
         if self.step >= self.steps_per_epoch:
             self.epoch, self.step = self.epoch + 1, 0
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
         start = self.step * self.batch_size
         self.step += 1
-        return order[start : start + self.batch_size]
+        return self._epoch_order()[start : start + self.batch_size]
+
+    def _epoch_order(self) -> np.ndarray:
+        if self._order is None or self._order[0] != self.epoch:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            order = rng.permutation(self.size)
+            if self.lengths is not None:
+                mega = self.batch_size * self.GROUP
+                chunks = [order[i : i + mega] for i in range(0, self.size, mega)]
+                order = np.concatenate(
+                    [c[np.argsort(-self.lengths[c], kind="stable")] for c in chunks]
+                )
+                batches = order[: self.steps_per_epoch * self.batch_size].reshape(
+                    -1, self.batch_size
+                )
+                order = batches[rng.permutation(len(batches))].ravel()
+            self._order = (self.epoch, order)
+        return self._order[1]
 
     @property
     def progress(self) -> float:

@@ -41,10 +41,10 @@ from training.data import (
     BatchStream,
     DataError,
     Pair,
-    count_over_long,
     default_data_dir,
     queue_anchors,
     read_pairs,
+    token_lengths,
 )
 from training.losses import build_loss
 from training.teacher_cache import TeacherCache
@@ -136,10 +136,13 @@ class Trainer:
         if self.loss.dr is not None:
             queue = self.cache.get(self.queue_keys)
             self.loss.dr.init_queue(torch.from_numpy(queue).to(self.dev))
-        texts = [p.text for p in self.pairs] + [p.en for p in self.pairs]
-        if not self.loss.needs_student_en:
-            texts = texts[: len(self.pairs)]
-        self.stats.over_long = count_over_long(texts, self.student.tokenizer, cfg.max_seq_length)
+        tokens = token_lengths([p.text for p in self.pairs], self.student.tokenizer)
+        if self.loss.needs_student_en:  # both sides share one padded pass
+            tokens = np.maximum(
+                tokens, token_lengths([p.en for p in self.pairs], self.student.tokenizer)
+            )
+        self.lengths = np.minimum(tokens, cfg.max_seq_length)
+        self.stats.over_long = int((tokens > cfg.max_seq_length).sum())
         self._build_optimisation()
         self.step, self.wall_before = 0, 0.0
         self.early = EarlyStopping(cfg.patience)
@@ -205,16 +208,25 @@ class Trainer:
             {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0},
         ]
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-        self.stream = BatchStream(len(self.pairs), cfg.batch_size, cfg.seed)
+        lengths = self.lengths if cfg.group_by_length else None
+        self.stream = BatchStream(len(self.pairs), cfg.batch_size, cfg.seed, lengths)
         self.total_steps = cfg.max_steps or cfg.epochs * self.stream.steps_per_epoch
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, cfg.warmup_steps, self.total_steps
         )
         cuda = self.dev.type == "cuda"
-        if cfg.precision != "fp32" and not cuda:
-            log.warning("precision %s needs CUDA; training in fp32 on %s", cfg.precision, self.dev)
-        amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.precision)
-        self.amp = amp if cuda else None
+        self.amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.precision)
+        if self.amp is torch.float16 and not cuda:
+            log.warning("precision fp16 needs CUDA; training in fp32 on %s", self.dev)
+            self.amp = None
+        if (
+            self.amp is torch.bfloat16
+            and not cuda
+            and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        ):
+            log.warning(
+                "this CPU has no native bf16 (AVX512-BF16/AMX): bf16 may be slower than fp32"
+            )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
         self.model: torch.nn.Module = model.train()
         if self.ctx.world > 1:  # the backbone's pooler is unused by mean pooling

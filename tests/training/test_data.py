@@ -16,11 +16,11 @@ from training.data import (
     BatchStream,
     DataError,
     Pair,
-    count_over_long,
     default_data_dir,
     queue_anchors,
     read_keys,
     read_pairs,
+    token_lengths,
 )
 
 # Aligned toy captions in the tiny tokenizer's vocabulary (tests/tiny.py): en, de, fr.
@@ -179,6 +179,27 @@ def test_batch_stream_epochs_and_resume() -> None:
         BatchStream(size=2, batch_size=3, seed=0)
 
 
+def test_batch_stream_groups_by_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pair once per epoch, batches of similar length, shuffled, resumable."""
+    monkeypatch.setattr(BatchStream, "GROUP", 4)
+    lengths = np.random.default_rng(0).integers(5, 60, size=130)
+    stream = BatchStream(size=130, batch_size=8, seed=2, lengths=lengths)
+    epoch = [stream.next() for _ in range(stream.steps_per_epoch)]
+    assert len(np.unique(np.concatenate(epoch))) == 16 * 8
+    padded = sum(lengths[b].max() * len(b) for b in epoch)
+    plain = BatchStream(size=130, batch_size=8, seed=2)
+    padded_plain = sum(lengths[plain.next()].max() * 8 for _ in range(16))
+    assert padded < 0.8 * padded_plain
+    maxima = [lengths[b].max() for b in epoch]
+    assert maxima != sorted(maxima, reverse=True)  # the batches themselves are shuffled
+    state = stream.state_dict()
+    nxt = [stream.next() for _ in range(3)]
+    again = BatchStream(size=130, batch_size=8, seed=2, lengths=lengths)
+    again.load_state_dict(state)
+    assert all(np.array_equal(a, again.next()) for a in nxt)
+    assert not any(np.array_equal(a, b) for a, b in zip(epoch, nxt, strict=False))
+
+
 def test_queue_anchors(tmp_path: Path) -> None:
     keys = [f"s{i % 7}" for i in range(20)]
     drawn = queue_anchors(keys, 5, seed=3)
@@ -191,6 +212,8 @@ def test_queue_anchors(tmp_path: Path) -> None:
     assert queue_anchors(keys, 2, seed=0, queue_data=str(extra)) == ["x", "y"]
 
 
-def test_count_over_long() -> None:
+def test_token_lengths_are_untruncated() -> None:
     texts = ["a dog", "a dog runs in the park with two red cat"]
-    assert count_over_long(texts, word_tokenizer(), max_length=6) == 1
+    lengths = token_lengths(texts, word_tokenizer())
+    assert lengths.tolist() == [len(word_tokenizer()(t)["input_ids"]) for t in texts]
+    assert lengths[1] > 6

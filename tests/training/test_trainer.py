@@ -140,11 +140,19 @@ def test_loss_decreases_when_overfitting(
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.parametrize("group_by_length", [False, True])
 def test_exact_resume(
-    models: dict, data: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    group_by_length: bool,
+    models: dict,
+    data: Path,
+    cache_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """6 steps straight == 3 steps, a crash, and a resume (dropout on: RNG state matters)."""
-    kw = dict(max_steps=6, checkpoint_every=3, eval_every=2, lr=1e-3)
+    kw = dict(
+        max_steps=6, checkpoint_every=3, eval_every=2, lr=1e-3, group_by_length=group_by_length
+    )
     run(models, data, cache_dir, tmp_path / "straight", "dr_ed", **kw)
     real_step, calls = Trainer._step, []
 
@@ -226,6 +234,31 @@ def test_image_anchors_with_a_clip_teacher(clip_dir: Path, models: dict, tmp_pat
                   anchor="image", languages=["de"], batch_size=4)  # fmt: skip
     assert summary["steps"] == 2 and (tmp_path / "out/student").is_dir()
     assert next((tmp_path / "cache").iterdir()).name.startswith("clip-image-")
+
+
+def test_bf16_autocast_on_cpu(
+    models: dict, data: Path, cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bf16 runs the student's matmuls in bf16 on a CPU; fp32 master weights; fp16 falls back."""
+    seen: list[torch.dtype] = []
+    real_init = Trainer.__init__
+
+    def hooked(self: Trainer, *args: Any) -> None:
+        real_init(self, *args)
+        layer = self.student.model.backbone.encoder.layer[0].attention.self.query
+        layer.register_forward_hook(lambda m, i, o: seen.append(o.dtype) if m.training else None)
+
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(Trainer, "__init__", hooked)
+        run(models, data, cache_dir, tmp_path / "bf16", "dr_ed", precision="bf16", device="cpu",
+            max_steps=3, lr=1e-3)  # fmt: skip
+        assert seen and set(seen) == {torch.bfloat16}
+        seen.clear()
+        run(models, data, cache_dir, tmp_path / "fp16", "fd", precision="fp16", device="cpu")
+        assert seen and set(seen) == {torch.float32}
+    assert "fp16 needs CUDA" in caplog.text
+    state = torch.load(tmp_path / "bf16/checkpoint.pt", weights_only=True)["model"]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in state.values())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16/bf16 autocast needs CUDA")
