@@ -1,4 +1,4 @@
-"""``polyclip bench load|quality``: measure a running server over HTTP and write reports."""
+"""``polyclip bench load|quality|train-step``: measure a server over HTTP, or a training step."""
 
 from __future__ import annotations
 
@@ -54,7 +54,9 @@ def positive_int(text: str) -> int:
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="load and retrieval-quality benchmarks over HTTP")
+    bench = sub.add_parser(
+        "bench", help="load and quality benchmarks over HTTP; training-step speed"
+    )
     kinds = bench.add_subparsers(dest="bench_kind", required=True, metavar="KIND")
 
     p = kinds.add_parser(
@@ -107,6 +109,22 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
     q.add_argument("--out", default="artifacts/bench", help="directory for quality.json/.md/.png")
     q.set_defaults(func=cmd_quality)
+
+    t = kinds.add_parser(
+        "train-step",
+        help="student training-step speed: fp32 vs bf16, random vs length-grouped batches",
+        description="Time optimizer steps of a student on parallel captions under four settings, "
+        "taking turns step by step; writes train_step.json/.md/.png.",
+    )
+    t.add_argument("--student", required=True, help="student base model directory")
+    t.add_argument("--data", metavar="DIR", help="Multi30k layout (default: as polyclip train)")
+    t.add_argument("--split", default="train", metavar="NAME")
+    t.add_argument("--langs", type=str_list, default=["de", "fr", "cs"], metavar="de,fr,cs")
+    t.add_argument("--batch-size", type=positive_int, default=64)
+    t.add_argument("--steps", type=positive_int, default=10, help="measured steps per setting")
+    t.add_argument("--limit", type=int, default=0, metavar="N", help="first N pairs/language")
+    t.add_argument("--out", default="artifacts/bench", help="directory for train_step.*")
+    t.set_defaults(func=cmd_train_step)
 
 
 def _quiet_http_logs() -> None:
@@ -170,5 +188,25 @@ def cmd_quality(args: argparse.Namespace) -> int:
     report = asyncio.run(run_quality(cfg, texts))
     paths = write_report(report, args.out)
     print(quality_summary(report))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_train_step(args: argparse.Namespace) -> int:
+    from training.data import default_data_dir  # torch-heavy imports only for this kind
+    from training.speed import StepSpeedConfig, measure_steps
+
+    cfg = StepSpeedConfig(
+        student=args.student,
+        data=str(args.data or default_data_dir()),
+        split=args.split,
+        languages=tuple(args.langs),
+        batch_size=args.batch_size,
+        steps=args.steps,
+        limit=max(0, args.limit),
+    )
+    report = measure_steps(cfg)
+    paths = write_report(report, args.out)
+    print(paths["md"].read_text("utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -31,6 +31,9 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     if kind == "load":
         paths["md"].write_text(load_markdown(report), "utf-8")
         plot_load(report, paths["png"])
+    elif kind == "train_step":
+        paths["md"].write_text(step_markdown(report), "utf-8")
+        plot_train_step(report, paths["png"])
     else:
         paths["md"].write_text(quality_markdown(report), "utf-8")
         plot_quality(report, paths["png"])
@@ -186,3 +189,41 @@ def quality_summary(report: dict[str, Any]) -> str:
             f"R@10 {mean['r@10']:.1f} MRR@10 {mean['mrr@10']:.3f}"
         )
     return "\n".join(lines)
+
+
+# ---- training step ------------------------------------------------------------------------
+def step_markdown(report: dict[str, Any]) -> str:
+    """One row per (precision, grouping): step time, throughput, padding, speed-up."""
+    cfg = report["config"]
+    lines = [
+        f"# Training-step speed: `{Path(cfg['student']).name}`, batch {cfg['batch_size']}",
+        "",
+        f"{cfg['pairs']} pairs ({', '.join(cfg['languages'])}) of `{cfg['split']}`, "
+        f"{report['real_tokens_per_pair']} real tokens per text; median of {cfg['steps']} steps; "
+        f"torch {report['torch']}, {report['threads']} thread(s), native CPU bf16: "
+        f"{report['cpu_bf16']}.",
+        "",
+        "| precision | length-grouped | s/step | pairs/s | padded tokens/step | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['precision']} | {'yes' if r['group_by_length'] else 'no'} | {r['s_per_step']} "
+            f"| {r['pairs_per_s']} | {r['tokens_per_step']:.0f} | {r['speedup']}× |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_train_step(report: dict[str, Any], path: Path) -> None:
+    """Bars: pairs/s per (precision, grouping), labelled with the speed-up over fp32 random."""
+    rows = report["rows"]
+    labels = [f"{r['precision']}\n{'grouped' if r['group_by_length'] else 'random'}" for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    bars = ax.bar(labels, [r["pairs_per_s"] for r in rows], color="tab:blue")
+    ax.bar_label(bars, labels=[f"{r['speedup']}×" for r in rows], fontsize=8)
+    ax.set_ylabel("training pairs/s")
+    ax.set_title(f"Student training step, batch {report['config']['batch_size']}", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,86 @@
+"""Training-step speed: fp32 vs bf16 autocast, random vs length-grouped batches, side by side.
+
+Both settings leave the objective alone and only change how fast a step runs, so whether to use
+them is a measured ratio on the machine at hand. The configurations take turns step by step
+(a noisy machine slows them alike) on the same student, data and batch size; each step is the
+student's forward, an FD-style MSE to fixed targets, backward and an AdamW update, as in training.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from encoders.sentence import SentenceEncoder
+from training.data import BatchStream, read_pairs, token_lengths
+
+
+@dataclass
+class StepSpeedConfig:
+    student: str
+    data: str
+    split: str = "train"
+    languages: tuple[str, ...] = ("de", "fr", "cs")
+    batch_size: int = 64
+    steps: int = 10  # measured steps per configuration, after one warm-up step each
+    limit: int = 0  # first N pairs per language (0 = all)
+    max_seq_length: int = 128
+    seed: int = 0
+
+
+CONFIGS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+
+
+def measure_steps(cfg: StepSpeedConfig) -> dict[str, Any]:
+    """Median seconds per optimizer step for each (precision, grouping); ratios vs fp32 random."""
+    pairs, _ = read_pairs(cfg.data, cfg.split, list(cfg.languages), limit=cfg.limit)
+    student = SentenceEncoder.new_student(
+        cfg.student, dimension=256, space="speed", teacher="speed", pooling="mean",
+        head="linear", prefixes={}, max_seq_length=cfg.max_seq_length, name="speed", device="cpu",
+    )  # fmt: skip
+    model = student.model.train()
+    model.backbone.get_input_embeddings().weight.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    texts = [p.text for p in pairs]
+    lengths = np.minimum(token_lengths(texts, student.tokenizer), cfg.max_seq_length)
+    streams = {c: BatchStream(len(texts), cfg.batch_size, cfg.seed, lengths if c[1] else None)
+               for c in CONFIGS}  # fmt: skip
+    times: dict[tuple[str, bool], list[float]] = {c: [] for c in CONFIGS}
+    padded: dict[tuple[str, bool], list[int]] = {c: [] for c in CONFIGS}
+    for step in tqdm(range(cfg.steps + 1), desc="train steps", unit="round"):
+        for c in CONFIGS:
+            batch = student.tokenize([texts[i] for i in streams[c].next()])
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=c[0] == "bf16"):
+                z = model(**batch).float()
+            torch.nn.functional.mse_loss(z, torch.zeros_like(z)).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step:  # the first round warms the kernels up
+                times[c].append(time.perf_counter() - t0)
+                padded[c].append(int(batch["input_ids"].numel()))
+    base = statistics.median(times[CONFIGS[0]])
+    rows = []
+    for c in CONFIGS:
+        median = statistics.median(times[c])
+        rows.append({
+            "precision": c[0], "group_by_length": c[1], "s_per_step": round(median, 4),
+            "pairs_per_s": round(cfg.batch_size / median, 1),
+            "tokens_per_step": round(float(np.mean(padded[c])), 1),
+            "speedup": round(base / median, 2),
+        })  # fmt: skip
+    return {
+        "kind": "train_step",
+        "config": {**cfg.__dict__, "languages": list(cfg.languages), "pairs": len(texts)},
+        "real_tokens_per_pair": round(float(lengths.mean()), 2),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "rows": rows,
+    }
