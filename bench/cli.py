@@ -11,7 +11,7 @@ from bench.client import BenchError
 from bench.data import CAPTIONS, read_lines
 from bench.load import LoadConfig, failed_levels, run_load
 from bench.quality import QualityConfig, run_quality
-from bench.report import load_summary, quality_summary, write_report
+from bench.report import load_summary, quality_summary, step_markdown, write_report
 from encoders.captions import read_parallel
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
@@ -133,6 +133,13 @@ def _quiet_http_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _publish(report: dict, out: str, summary: str) -> None:
+    """Write the report's JSON/markdown/PNG into ``out``, then show the summary and the paths."""
+    paths = write_report(report, out)
+    print(summary)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     _quiet_http_logs()
     if not 0.0 <= args.max_error_rate <= 1.0:
@@ -154,9 +161,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     )
     texts = read_lines(args.texts) if args.texts else list(CAPTIONS)
     report = asyncio.run(run_load(cfg, texts))
-    paths = write_report(report, args.out)
-    print(load_summary(report))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    _publish(report, args.out, load_summary(report))
     bad = failed_levels(report)
     if bad:
         worst = max(bad, key=lambda lv: lv["error_rate"])
@@ -186,9 +191,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
     )
     texts = read_parallel(cfg.data_dir, cfg.split, cfg.langs, cfg.limit)
     report = asyncio.run(run_quality(cfg, texts))
-    paths = write_report(report, args.out)
-    print(quality_summary(report))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    _publish(report, args.out, quality_summary(report))
     return 0
 
 
@@ -206,7 +209,5 @@ def cmd_train_step(args: argparse.Namespace) -> int:
         limit=max(0, args.limit),
     )
     report = measure_steps(cfg)
-    paths = write_report(report, args.out)
-    print(paths["md"].read_text("utf-8"))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    _publish(report, args.out, step_markdown(report))
     return 0

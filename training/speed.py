@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from encoders.sentence import SentenceEncoder
 from training.data import BatchStream, read_pairs, token_lengths
+from training.trainer import cpu_has_bf16
 
 
 @dataclass
@@ -81,6 +82,6 @@ def measure_steps(cfg: StepSpeedConfig) -> dict[str, Any]:
         "real_tokens_per_pair": round(float(lengths.mean()), 2),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cpu_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "cpu_bf16": cpu_has_bf16(),
         "rows": rows,
     }

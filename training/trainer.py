@@ -219,11 +219,7 @@ class Trainer:
         if self.amp is torch.float16 and not cuda:
             log.warning("precision fp16 needs CUDA; training in fp32 on %s", self.dev)
             self.amp = None
-        if (
-            self.amp is torch.bfloat16
-            and not cuda
-            and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        ):
+        if self.amp is torch.bfloat16 and not cuda and not cpu_has_bf16():
             log.warning(
                 "this CPU has no native bf16 (AVX512-BF16/AMX): bf16 may be slower than fp32"
             )
@@ -430,6 +426,11 @@ class Trainer:
             torch.cuda.set_rng_state(rng["cuda"], self.dev)
         self.step, self.wall_before = int(state["step"]), float(state["wall_s"])
         log.info("resumed %s at step %d", self.out, self.step)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (AVX512-BF16/AMX); elsewhere bf16 is slow."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
