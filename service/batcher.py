@@ -145,6 +145,9 @@ class Batcher:
             return await req.future
         except asyncio.CancelledError:
             req.cancelled = True
+            with self._cond:  # free its queue slots now, not when the worker next looks
+                self._pending = [it for it in self._pending if it.req is not req]
+                self.metrics.queue_size.labels(self.name).set(len(self._pending))
             raise
 
     def close(self, timeout: float = 30.0) -> None:

@@ -23,8 +23,10 @@ class Recorder:
         self.batches: list[list[str]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # set once the worker is inside a batch
 
     def run(self, xs: list[str]) -> np.ndarray:
+        self.entered.set()
         self.gate.wait(10)
         self.batches.append(list(xs))
         return np.array([[len(x), ord(x[0])] for x in xs], dtype=np.float32)
@@ -83,8 +85,8 @@ def test_full_queue_raises_and_cancelled_requests_are_dropped() -> None:
     b = make(rec, max_queue_items=4, max_wait_s=0)
 
     async def main() -> None:
-        first = asyncio.create_task(b.submit("text", ["a"]))  # taken by the held worker
-        await asyncio.sleep(0.05)
+        first = asyncio.create_task(b.submit("text", ["a"]))
+        assert await asyncio.to_thread(rec.entered.wait, 10)  # taken by the held worker
         waiting = asyncio.create_task(b.submit("text", ["b", "b", "b", "b"]))
         await asyncio.sleep(0.01)
         with pytest.raises(QueueFull):
@@ -92,9 +94,12 @@ def test_full_queue_raises_and_cancelled_requests_are_dropped() -> None:
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
+        # the cancelled inputs free their slots at once, while the worker is still held
+        refill = asyncio.create_task(b.submit("text", ["d", "d", "d", "d"]))
+        await asyncio.sleep(0.01)
         rec.gate.set()
         await first
-        assert (await b.submit("text", ["d"])).rows.shape == (1, 2)
+        assert (await refill).rows.shape == (4, 2)
 
     asyncio.run(main())
     b.close()

@@ -312,7 +312,10 @@ def test_full_queue_is_429_with_retry_after(make_settings: Callable[..., Setting
             first = asyncio.create_task(
                 http.post("/embed/text", json={"model": "student", "texts": ["a"] * 4})
             )
-            await asyncio.sleep(0.3)
+            queued = 'te_queue_size{model="student-tiny"} 4.0'
+            async with asyncio.timeout(10):  # until the four "a" are queued
+                while queued not in (await http.get("/metrics")).text:
+                    await asyncio.sleep(0.02)
             second = await http.post("/embed/text", json={"model": "student", "texts": ["b"]})
             return [await first, second]
 
