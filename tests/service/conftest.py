@@ -9,6 +9,7 @@ Model layout (all tiny, random, built in code by tests/tiny.py):
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import socket
@@ -134,3 +135,11 @@ def wait_ready(base: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{base} did not become ready")
+
+
+async def wait_queued(http: httpx.AsyncClient, model: str, n: int, timeout: float = 10) -> None:
+    """Until ``n`` inputs wait in ``model``'s queue: a fact to wait on, not a guessed sleep."""
+    line = f'te_queue_size{{model="{model}"}} {float(n)}'
+    async with asyncio.timeout(timeout):
+        while line not in (await http.get("/metrics")).text:
+            await asyncio.sleep(0.02)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Limits, Settings
-from tests.service.conftest import b64, live_server, png_bytes
+from tests.service.conftest import b64, live_server, png_bytes, wait_queued
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -312,10 +312,7 @@ def test_full_queue_is_429_with_retry_after(make_settings: Callable[..., Setting
             first = asyncio.create_task(
                 http.post("/embed/text", json={"model": "student", "texts": ["a"] * 4})
             )
-            queued = 'te_queue_size{model="student-tiny"} 4.0'
-            async with asyncio.timeout(10):  # until the four "a" are queued
-                while queued not in (await http.get("/metrics")).text:
-                    await asyncio.sleep(0.02)
+            await wait_queued(http, "student-tiny", 4)
             second = await http.post("/embed/text", json={"model": "student", "texts": ["b"]})
             return [await first, second]
 

@@ -17,7 +17,7 @@ import pytest
 from encoders.load import load_encoders
 from service.config import Settings
 from service.store_edge import EdgeStore
-from tests.service.conftest import free_port, live_server, wait_ready
+from tests.service.conftest import free_port, live_server, wait_queued, wait_ready
 from tests.tiny import WORDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ def test_polyclip_serve_indexes_the_demo_and_drains_on_sigterm(
             task = asyncio.create_task(
                 http.post("/embed/text", json={"model": "student", "texts": ["x"]})
             )
-            await asyncio.sleep(0.5)  # the student's worker holds it for 1.5 s
+            await wait_queued(http, "student-tiny", 1)  # held there for 1.5 s
             proc.send_signal(signal.SIGTERM)
             return await task
 
