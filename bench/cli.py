@@ -12,6 +12,7 @@ from bench.data import CAPTIONS, read_lines
 from bench.load import LoadConfig, failed_levels, run_load
 from bench.quality import QualityConfig, run_quality
 from bench.report import load_summary, quality_summary, step_markdown, write_report
+from encoders.argtypes import str_list
 from encoders.captions import read_parallel
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
@@ -33,13 +34,6 @@ def int_list(text: str) -> list[int]:
         values = []
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers like 1,4,16; got {text!r}")
-    return values
-
-
-def str_list(text: str) -> list[str]:
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
     return values
 
 

@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from encoders.argtypes import str_list
 from encoders.base import EncoderError
 from encoders.onnx_bundle import RuntimeOptions
 from export import report
@@ -14,10 +15,6 @@ from export.bundle import ExportOptions, export_bundle
 from export.parity import THRESHOLDS, ValSet, describe
 from export.quantize import PRECISIONS, Int8Recipe
 from export.speed import BenchConfig, run_bench
-
-
-def _langs(value: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in value.split(",") if x.strip())
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +37,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--val-data", type=Path, help="Multi30k-style dir for the ΔR@1 report")
     p.add_argument("--val-split", default="val")
-    p.add_argument("--val-langs", type=_langs, default=("de", "fr", "cs"), help="e.g. de,fr,cs")
+    p.add_argument("--val-langs", type=str_list, default=["de", "fr", "cs"], help="e.g. de,fr,cs")
     p.add_argument("--val-limit", type=int, help="use only the first N validation captions")
     p.add_argument(
         "--min-cosine", type=float, help="parity threshold (default: by precision, see above)"
@@ -81,7 +78,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--work", type=Path, help="bundle cache (default OUT/bundles)")
     bench.add_argument("--split", default="val")
     bench.add_argument("--lang", default="de", help="language of the timed captions")
-    bench.add_argument("--quality-langs", type=_langs, default=("de", "fr", "cs"))
+    bench.add_argument("--quality-langs", type=str_list, default=["de", "fr", "cs"])
     bench.add_argument("--quality-limit", type=int, help="first N captions for R@1")
     bench.add_argument("--captions", type=int, default=1000, help="per throughput pass")
     bench.add_argument("--latency-captions", type=int, default=200, help="batch-1 calls per pass")

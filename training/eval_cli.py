@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from encoders.argtypes import str_list
 from encoders.base import EncoderError
 from encoders.captions import read_parallel
 from training.data import default_data_dir
@@ -45,7 +46,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "data/multi30k, ../shared/data/multi30k)",
     )
     p.add_argument("--split", default="val", help="file prefix, e.g. val or test_2016_flickr")
-    p.add_argument("--langs", default="de,fr,cs", help="comma-separated query languages")
+    p.add_argument(
+        "--langs", type=str_list, default=["de", "fr", "cs"], help="query languages, e.g. de,fr,cs"
+    )
     p.add_argument("--limit", type=int, metavar="N", help="only the first N captions")
     p.add_argument(
         "--out", type=Path, default=Path("artifacts/eval"), metavar="DIR", help="results folder"
@@ -58,7 +61,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise EncoderError(f"--limit must be >= 1, got {args.limit}")
     data_dir = args.data or default_data_dir()
-    query_langs = [lang for lang in args.langs.split(",") if lang and lang != "en"]
+    query_langs = [lang for lang in args.langs if lang != "en"]
     if not query_langs:
         raise EncoderError("cross-lingual evaluation needs at least one language other than en")
     data = read_parallel(data_dir, args.split, query_langs, args.limit)

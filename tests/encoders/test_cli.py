@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from encoders.argtypes import str_list
 from polyclip.__main__ import main
 
 
@@ -55,3 +57,12 @@ def test_errors_are_one_line_and_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_list_flags_refuse_empty_lists(capsys: pytest.CaptureFixture[str]) -> None:
+    assert str_list(" de, fr ,,cs ") == ["de", "fr", "cs"]
+    with pytest.raises(argparse.ArgumentTypeError):
+        str_list(" , ")
+    with pytest.raises(SystemExit) as exc:  # every command that takes languages shares the type
+        main(["eval", "--model", "x", "--langs", ","])
+    assert exc.value.code == 2 and "comma-separated list" in capsys.readouterr().err
