@@ -4,12 +4,15 @@ One level is a (batch size, concurrency) pair. Workers share a request counter a
 so a level stops at whichever of ``--requests`` and ``--duration`` comes first; warm-up requests
 (one or more per worker, also time-bounded) are sent before the clock starts and are not counted.
 The client's own CPU time is recorded per level because on a 2-core machine the load generator
-competes with the server it measures (GUIDE §5).
+competes with the server it measures (GUIDE §5). Each worker owns a one-connection client: a
+shared httpx pool scans all its connections for every request, which at 64 workers cost the
+client ~5x more CPU per request than the server-side work it was meant to measure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -158,15 +161,17 @@ def _retry_after(response: httpx.Response) -> float:
 
 
 async def _run_level(
-    client: httpx.AsyncClient, cfg: LoadConfig, texts: list[str], batch: int, conc: int
+    clients: list[httpx.AsyncClient], cfg: LoadConfig, texts: list[str], batch: int
 ) -> LevelResult:
+    """One level, one worker per client."""
+    conc = len(clients)
     if cfg.warmup > 0:
         warm = _Level(texts, batch, cfg.warmup * conc, min(WARMUP_MAX_S, cfg.duration_s or 1e9))
-        await asyncio.gather(*(_worker(client, cfg, warm) for _ in range(conc)))
+        await asyncio.gather(*(_worker(c, cfg, warm) for c in clients))
     seconds = min(cfg.duration_s or MAX_LEVEL_S, MAX_LEVEL_S)
     level = _Level(texts, batch, cfg.requests, seconds)
     cpu0, t0 = cpu_seconds(), time.perf_counter()
-    await asyncio.gather(*(_worker(client, cfg, level) for _ in range(conc)))
+    await asyncio.gather(*(_worker(c, cfg, level) for c in clients))
     elapsed = max(time.perf_counter() - t0, 1e-9)
     cpu = cpu_seconds() - cpu0
     ok, issued = len(level.latencies), level.issued
@@ -207,13 +212,17 @@ async def run_load(cfg: LoadConfig, texts: list[str]) -> dict[str, Any]:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     cpu0 = cpu_seconds()
     levels: list[LevelResult] = []
-    async with new_client(
-        cfg.url, api_key=cfg.api_key, connections=max(cfg.concurrency), timeout=cfg.timeout_s
-    ) as client:
-        await preflight(client, cfg, texts[0])
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                new_client(cfg.url, api_key=cfg.api_key, connections=1, timeout=cfg.timeout_s)
+            )
+            for _ in range(max(cfg.concurrency))
+        ]
+        await preflight(clients[0], cfg, texts[0])
         for batch in cfg.batches:
             for conc in cfg.concurrency:
-                levels.append(await _run_level(client, cfg, texts, batch, conc))
+                levels.append(await _run_level(clients[:conc], cfg, texts, batch))
     config = asdict(cfg)
     config["api_key"] = "***" if cfg.api_key else None
     config["texts"] = len(texts)
