@@ -6,7 +6,7 @@ so a level stops at whichever of ``--requests`` and ``--duration`` comes first; 
 The client's own CPU time is recorded per level because on a 2-core machine the load generator
 competes with the server it measures (GUIDE §5). Each worker owns a one-connection client: a
 shared httpx pool scans all its connections for every request, which at 64 workers cost the
-client ~5x more CPU per request than the server-side work it was meant to measure.
+client 11.4 instead of 1.6 CPU-s per 1,000 requests, taken from the server it measured.
 """
 
 from __future__ import annotations

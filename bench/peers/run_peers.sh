@@ -37,7 +37,7 @@ done
 
 HF_HUB_OFFLINE=1 DO_NOT_TRACK=1 INFINITY_ANONYMOUS_USAGE_STATS=0 "$infvenv/bin/infinity_emb" v2 \
   --model-id "$student" --served-model-name student --port $port --host 127.0.0.1 \
-  --no-vector-disk-cache --engine torch > "$out/infinity.log" 2>&1 & pid=$!
+  --url-prefix /v1 --no-vector-disk-cache --engine torch > "$out/infinity.log" 2>&1 & pid=$!
 wait_up /health && run infinity-torch student
 stop $pid
 
