@@ -1,55 +1,23 @@
-"""``polyclip bench load|quality|train-step``: measure a server over HTTP, or a training step."""
+"""``polyclip bench load|quality``: measure a running server over HTTP, as its clients see it."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import re
 
-from bench.client import BenchError
-from bench.data import CAPTIONS, read_lines
-from bench.load import LoadConfig, failed_levels, run_load
-from bench.quality import QualityConfig, run_quality
-from bench.report import load_summary, quality_summary, step_markdown, write_report
-from encoders.argtypes import str_list
-from encoders.captions import read_parallel
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """``30s``, ``500ms``, ``2m`` or plain seconds, as seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
-    if not match or float(match[1]) <= 0:
-        raise argparse.ArgumentTypeError(f"not a positive duration: {text!r} (e.g. 30s, 2m)")
-    return float(match[1]) * _UNITS[match[2] or ""]
-
-
-def int_list(text: str) -> list[int]:
-    """``1,4,16`` as ``[1, 4, 16]``; every value must be a positive integer."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers like 1,4,16; got {text!r}")
-    return values
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+from polyclip.bench.client import BenchError
+from polyclip.bench.data import CAPTIONS, read_lines
+from polyclip.bench.load import LoadConfig, failed_levels, run_load
+from polyclip.bench.quality import QualityConfig, run_quality
+from polyclip.bench.report import load_summary, quality_summary, write_report
+from polyclip.encoders.argtypes import int_list, parse_duration, positive_int, str_list
+from polyclip.encoders.captions import read_parallel
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser(
-        "bench", help="load and quality benchmarks over HTTP; training-step speed"
+        "bench", help="load and quality benchmarks against a running server, over HTTP"
     )
     kinds = bench.add_subparsers(dest="bench_kind", required=True, metavar="KIND")
 
@@ -103,22 +71,6 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
     q.add_argument("--out", default="artifacts/bench", help="directory for quality.json/.md/.png")
     q.set_defaults(func=cmd_quality)
-
-    t = kinds.add_parser(
-        "train-step",
-        help="student training-step speed: fp32 vs bf16, random vs length-grouped batches",
-        description="Time optimizer steps of a student on parallel captions under four settings, "
-        "taking turns step by step; writes train_step.json/.md/.png.",
-    )
-    t.add_argument("--student", required=True, help="student base model directory")
-    t.add_argument("--data", metavar="DIR", help="Multi30k layout (default: as polyclip train)")
-    t.add_argument("--split", default="train", metavar="NAME")
-    t.add_argument("--langs", type=str_list, default=["de", "fr", "cs"], metavar="de,fr,cs")
-    t.add_argument("--batch-size", type=positive_int, default=64)
-    t.add_argument("--steps", type=positive_int, default=10, help="measured steps per setting")
-    t.add_argument("--limit", type=int, default=0, metavar="N", help="first N pairs/language")
-    t.add_argument("--out", default="artifacts/bench", help="directory for train_step.*")
-    t.set_defaults(func=cmd_train_step)
 
 
 def _quiet_http_logs() -> None:
@@ -186,22 +138,4 @@ def cmd_quality(args: argparse.Namespace) -> int:
     texts = read_parallel(cfg.data_dir, cfg.split, cfg.langs, cfg.limit)
     report = asyncio.run(run_quality(cfg, texts))
     _publish(report, args.out, quality_summary(report))
-    return 0
-
-
-def cmd_train_step(args: argparse.Namespace) -> int:
-    from training.data import default_data_dir  # torch-heavy imports only for this kind
-    from training.speed import StepSpeedConfig, measure_steps
-
-    cfg = StepSpeedConfig(
-        student=args.student,
-        data=str(args.data or default_data_dir()),
-        split=args.split,
-        languages=tuple(args.langs),
-        batch_size=args.batch_size,
-        steps=args.steps,
-        limit=max(0, args.limit),
-    )
-    report = measure_steps(cfg)
-    _publish(report, args.out, step_markdown(report))
     return 0

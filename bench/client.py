@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import httpx
 import numpy as np
 
-from encoders.base import EncoderError
+from polyclip.encoders.errors import EncoderError
 
 
 class BenchError(EncoderError):

@@ -1,6 +1,6 @@
 """Texts the benchmarks send: a built-in multilingual caption list and text files.
 
-Multi30k-style aligned splits are read by :func:`encoders.captions.read_parallel`.
+Multi30k-style aligned splits are read by :func:`polyclip.encoders.captions.read_parallel`.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from bench.client import BenchError
+from polyclip.bench.client import BenchError
 
 # Short captions in several languages and scripts, so a default load run exercises the tokenizer
 # the way multilingual traffic does without needing any data file.

@@ -19,8 +19,14 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.client import BenchError, latency_summary, new_client, server_message, transport_error
-from encoders.metrics import ranking_metrics
+from polyclip.bench.client import (
+    BenchError,
+    latency_summary,
+    new_client,
+    server_message,
+    transport_error,
+)
+from polyclip.encoders.metrics import ranking_metrics
 
 TOP_K = 10
 UPSERT_BATCH = 64

@@ -1,16 +1,15 @@
-"""Benchmark reports: the JSON a tool reads, the markdown a person reads, the PNG a doc embeds."""
+"""Load and quality reports (``load.*``, ``quality.*``), written by the shared report helper."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: reports are written on servers and in CI
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+
+from polyclip.encoders.report import new_figure
+from polyclip.encoders.report import write_report as write_files
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -23,21 +22,12 @@ def _errors(errors: dict[str, int]) -> str:
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write ``{kind}.json``, ``{kind}.md`` and ``{kind}.png`` into ``out_dir``; return paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     kind = report["kind"]
-    paths = {ext: out / f"{kind}.{ext}" for ext in ("json", "md", "png")}
-    paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
     if kind == "load":
-        paths["md"].write_text(load_markdown(report), "utf-8")
-        plot_load(report, paths["png"])
-    elif kind == "train_step":
-        paths["md"].write_text(step_markdown(report), "utf-8")
-        plot_train_step(report, paths["png"])
+        markdown, fig = load_markdown(report), plot_load(report)
     else:
-        paths["md"].write_text(quality_markdown(report), "utf-8")
-        plot_quality(report, paths["png"])
-    return paths
+        markdown, fig = quality_markdown(report), plot_quality(report)
+    return write_files(out_dir, kind, report, markdown, {kind: fig})
 
 
 # ---- load ---------------------------------------------------------------------------------
@@ -73,9 +63,10 @@ def load_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_load(report: dict[str, Any], path: Path) -> None:
+def plot_load(report: dict[str, Any]) -> Figure:
     """Latency (p50 solid, p95 dashed) and items/s against concurrency, one colour per batch."""
-    fig, (ax_lat, ax_tp) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = new_figure(11, 4.2)
+    ax_lat, ax_tp = fig.subplots(1, 2)
     batches = sorted({lv["batch"] for lv in report["levels"]})
     ticks = sorted({lv["concurrency"] for lv in report["levels"]})
     for i, batch in enumerate(batches):
@@ -103,9 +94,7 @@ def plot_load(report: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=8)
     cfg = report["config"]
     fig.suptitle(f"{cfg['model']} @ {cfg['url']} ({cfg['endpoint']})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def load_summary(report: dict[str, Any]) -> str:
@@ -153,11 +142,12 @@ def quality_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_quality(report: dict[str, Any], path: Path) -> None:
+def plot_quality(report: dict[str, Any]) -> Figure:
     """Grouped bars: R@1 per language (and mean), one bar per query model."""
     models = list(report["results"])
     langs = [*report["config"]["langs"], "mean"]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(langs) * max(1, len(models))), 4))
+    fig = new_figure(max(5.0, 1.3 * len(langs) * max(1, len(models))), 4)
+    ax = fig.subplots()
     width = 0.8 / max(1, len(models))
     x = np.arange(len(langs))
     for i, model in enumerate(models):
@@ -173,9 +163,7 @@ def plot_quality(report: dict[str, Any], path: Path) -> None:
     )
     ax.legend(title="query model", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def quality_summary(report: dict[str, Any]) -> str:
@@ -189,41 +177,3 @@ def quality_summary(report: dict[str, Any]) -> str:
             f"R@10 {mean['r@10']:.1f} MRR@10 {mean['mrr@10']:.3f}"
         )
     return "\n".join(lines)
-
-
-# ---- training step ------------------------------------------------------------------------
-def step_markdown(report: dict[str, Any]) -> str:
-    """One row per (precision, grouping): step time, throughput, padding, speed-up."""
-    cfg = report["config"]
-    lines = [
-        f"# Training-step speed: `{Path(cfg['student']).name}`, batch {cfg['batch_size']}",
-        "",
-        f"{cfg['pairs']} pairs ({', '.join(cfg['languages'])}) of `{cfg['split']}`, "
-        f"{report['real_tokens_per_pair']} real tokens per text; median of {cfg['steps']} steps; "
-        f"torch {report['torch']}, {report['threads']} thread(s), native CPU bf16: "
-        f"{report['cpu_bf16']}.",
-        "",
-        "| precision | length-grouped | s/step | pairs/s | padded tokens/step | speed-up |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in report["rows"]:
-        lines.append(
-            f"| {r['precision']} | {'yes' if r['group_by_length'] else 'no'} | {r['s_per_step']} "
-            f"| {r['pairs_per_s']} | {r['tokens_per_step']:.0f} | {r['speedup']}× |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def plot_train_step(report: dict[str, Any], path: Path) -> None:
-    """Bars: pairs/s per (precision, grouping), labelled with the speed-up over fp32 random."""
-    rows = report["rows"]
-    labels = [f"{r['precision']}\n{'grouped' if r['group_by_length'] else 'random'}" for r in rows]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    bars = ax.bar(labels, [r["pairs_per_s"] for r in rows], color="tab:blue")
-    ax.bar_label(bars, labels=[f"{r['speedup']}×" for r in rows], fontsize=8)
-    ax.set_ylabel("training pairs/s")
-    ax.set_title(f"Student training step, batch {report['config']['batch_size']}", fontsize=10)
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

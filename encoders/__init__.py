@@ -1,7 +1,8 @@
 """The shared core: model loading, pooling, projection, preprocessing and the on-disk format."""
 
-from encoders.base import EncoderError, EncoderInfo, ImageEncoder, TextEncoder
-from encoders.load import load_encoders, load_text_encoder
+from polyclip.encoders.base import EncoderInfo, ImageEncoder, TextEncoder
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.load import load_encoders, load_text_encoder
 
 __all__ = [
     "EncoderError",

@@ -19,15 +19,13 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from polyclip.encoders.errors import EncoderError
+
 Prefix = Literal["query", "passage"]
 ImageInput = Image.Image | bytes | str | Path
 
 # Show a progress bar only when a call is long enough for a person to wait on it.
 PROGRESS_MIN_ITEMS = 2048
-
-
-class EncoderError(ValueError):
-    """A model directory, hub id or input that cannot be used; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,8 @@ class EncoderInfo:
     dimension: int
     max_seq_length: int = 0
     prefixes: dict[str, str] = field(default_factory=dict)
-    space: str = ""  # the embedding space: teacher identity; a student shares its teacher's
+    space: str = ""  # the embedding space (polyclip.encoders.space); a student has its teacher's
+    legacy_space: str = ""  # the folder-name id older polyclip gave a model defining its space
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -59,8 +58,9 @@ def run_batched(
 ) -> np.ndarray:
     """Run ``forward`` over ``items`` in batches and return rows in input order.
 
-    Sorting by ``sort_key`` (length) first keeps padding low: on the build machine this alone is
-    worth 1.6x for ONNX (GUIDE §5).
+    Sorting by ``sort_key`` (length) first keeps padding low: for e5-small under onnxruntime on
+    2 cores, 1,000 captions sorted by length ran 1.6x faster than in file order (23k vs 39k
+    padded tokens).
     """
     if batch_size < 1:
         raise EncoderError(f"batch_size must be >= 1, got {batch_size}")

@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from encoders.base import EncoderError
+from polyclip.encoders.errors import EncoderError
 
 
 class CaptionsError(EncoderError):

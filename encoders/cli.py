@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 
-from encoders.base import EncoderError
-from encoders.load import load_encoders
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.load import load_encoders
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:

@@ -15,8 +15,10 @@ import torch
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
-from encoders.base import EncoderError, EncoderInfo, ImageEncoder, TextEncoder
-from encoders.hub import resolve_model_dir
+from polyclip.encoders.base import EncoderInfo, ImageEncoder, TextEncoder
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.hub import resolve_model_dir
+from polyclip.encoders.space import compute_space_id, read_card
 
 DUAL_MODEL_TYPES = ("clip", "siglip", "siglip2")
 
@@ -57,6 +59,7 @@ class DualModel:
         self.dimension = int(
             getattr(self.model.config, "projection_dim", None) or text_cfg.hidden_size
         )
+        self.space = read_card(path).get("space") or compute_space_id(path)
 
     def info(self, kind: str) -> EncoderInfo:
         return EncoderInfo(
@@ -64,7 +67,8 @@ class DualModel:
             kind=kind,  # type: ignore[arg-type]
             dimension=self.dimension,
             max_seq_length=self.max_seq_length if kind == "text" else 0,
-            space=self.path.name,
+            space=self.space,
+            legacy_space=self.path.name,
         )
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

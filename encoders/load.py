@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from encoders.base import EncoderError, ImageEncoder, TextEncoder
-from encoders.dual import DualImageEncoder, DualModel, DualTextEncoder, is_dual_dir
-from encoders.hub import resolve_model_dir
-from encoders.onnx_bundle import OnnxTextEncoder, is_bundle_dir, load_bundle
-from encoders.sentence import SentenceEncoder
+from polyclip.encoders.base import ImageEncoder, TextEncoder
+from polyclip.encoders.dual import DualImageEncoder, DualModel, DualTextEncoder, is_dual_dir
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.hub import resolve_model_dir
+from polyclip.encoders.onnx_bundle import OnnxTextEncoder, is_bundle_dir, load_bundle
+from polyclip.encoders.sentence import SentenceEncoder
 
 
 def load_text_encoder(ref: str | Path, *, device: str = "cpu") -> TextEncoder:

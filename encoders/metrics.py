@@ -2,7 +2,7 @@
 
 Queries and documents are aligned: query ``i``'s one relevant document is document ``i``, which
 is how parallel caption sets (Multi30k, Flickr30k) are evaluated. :func:`evaluate_retrieval`
-scores X→English retrieval of an encoder on such captions (see :mod:`encoders.captions`).
+scores X→English retrieval of an encoder on such captions (see :mod:`polyclip.encoders.captions`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from encoders.base import EncoderError, Prefix, TextEncoder
+from polyclip.encoders.base import Prefix, TextEncoder
+from polyclip.encoders.errors import EncoderError
 
 METRICS = ("r@1", "r@5", "r@10", "mrr@10")
 

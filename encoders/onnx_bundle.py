@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from encoders.base import EncoderError, EncoderInfo, ImageEncoder, TextEncoder
+from polyclip.encoders.base import EncoderInfo, ImageEncoder, TextEncoder
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.space import BUNDLE_FILE
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "polyclip-onnx/1"
 TOWER_FILES = {"text": "model.onnx", "image": "image.onnx"}
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -184,6 +185,7 @@ class _Tower:
             max_seq_length=int(self.meta.get("max_seq_length", 0)) if kind == "text" else 0,
             prefixes=dict(self.meta.get("prefixes", {})),
             space=self.meta.get("space", ""),
+            legacy_space=self.meta.get("legacy_space", ""),
         )
         self.tower = tower
 

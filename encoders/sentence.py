@@ -19,12 +19,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from encoders.base import EncoderError, EncoderInfo, TextEncoder
-from encoders.hub import resolve_model_dir
+from polyclip.encoders.base import EncoderInfo, TextEncoder
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.hub import resolve_model_dir
+from polyclip.encoders.space import CARD_FILE, compute_space_id, read_card
 
 Pooling = Literal["mean", "cls", "max"]
 Head = Literal["linear", "tanh", "none"]
-CARD_FILE = "polyclip.json"
 _ST = "sentence_transformers.models."
 # Legacy (sentence-transformers < 6) pooling keys, as every published ST folder still has them.
 _POOL_KEYS = {
@@ -122,7 +123,8 @@ class SentenceEncoder(TextEncoder):
             elif kind != "Normalize":  # outputs are always L2-normalised by TextEncoder
                 raise EncoderError(f"{path}: unsupported sentence-transformers module {kind!r}")
         model = SentenceModel(backbone, pooling, dense, tanh)
-        card = _read_json(path / CARD_FILE) if (path / CARD_FILE).exists() else {}
+        card = read_card(path)
+        student = "teacher" in card  # a student lives in its teacher's space
         st_cfg = _read_json(path / "config_sentence_transformers.json", missing_ok=True)
         prefixes = dict(st_cfg.get("prompts") or {})
         if "document" in prefixes and "passage" not in prefixes:
@@ -135,7 +137,8 @@ class SentenceEncoder(TextEncoder):
             dimension=model.dimension,
             max_seq_length=card.get("max_seq_length", max_len),
             prefixes={k: v for k, v in prefixes.items() if k in ("query", "passage")},
-            space=card.get("space", path.name),
+            space=card.get("space") or compute_space_id(path),
+            legacy_space="" if student else path.name,
         )
         return cls(model, tokenizer, info, card, device)
 

@@ -3,7 +3,7 @@
 The bundle is assembled in a staging directory next to ``out`` and moved into place only after
 the parity gate passes, so a directory that has a ``bundle.json`` always holds a checked bundle.
 The layout and ``bundle.json`` fields are documented in docs/PERFORMANCE.md and read by
-:mod:`encoders.onnx_bundle`.
+:mod:`polyclip.encoders.onnx_bundle`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from encoders.base import EncoderError, ImageEncoder, TextEncoder
-from encoders.hub import resolve_model_dir
-from encoders.load import load_encoders
-from encoders.onnx_bundle import (
+from polyclip.encoders.base import ImageEncoder, TextEncoder
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.hub import resolve_model_dir
+from polyclip.encoders.load import load_encoders
+from polyclip.encoders.onnx_bundle import (
     BUNDLE_FILE,
     BUNDLE_FORMAT,
     TOWER_FILES,
@@ -28,8 +29,8 @@ from encoders.onnx_bundle import (
     is_bundle_dir,
     load_bundle,
 )
-from encoders.sentence import SentenceEncoder
-from export.onnx_export import (
+from polyclip.encoders.sentence import SentenceEncoder
+from polyclip.export.onnx_export import (
     OPSET,
     Kind,
     TowerExport,
@@ -38,8 +39,8 @@ from export.onnx_export import (
     random_images,
     tower_exports,
 )
-from export.parity import THRESHOLDS, ParityError, Reference, ValSet, check, describe
-from export.quantize import INT8_RECIPES, Int8Recipe, Precision, convert
+from polyclip.export.parity import THRESHOLDS, ParityError, Reference, ValSet, check, describe
+from polyclip.export.quantize import INT8_RECIPES, Int8Recipe, Precision, convert
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ def export_bundle(model: str | Path, out: Path, opts: ExportOptions) -> dict[str
             "format": BUNDLE_FORMAT,
             "name": info.name,
             "space": info.space,
+            "legacy_space": info.legacy_space,
             "dimension": info.dimension,
             "max_seq_length": info.max_seq_length,
             "prefixes": dict(info.prefixes),

@@ -7,14 +7,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from encoders.argtypes import str_list
-from encoders.base import EncoderError
-from encoders.onnx_bundle import RuntimeOptions
-from export import report
-from export.bundle import ExportOptions, export_bundle
-from export.parity import THRESHOLDS, ValSet, describe
-from export.quantize import PRECISIONS, Int8Recipe
-from export.speed import BenchConfig, run_bench
+from polyclip.encoders.argtypes import str_list
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.onnx_bundle import RuntimeOptions
+from polyclip.export import report
+from polyclip.export.bundle import ExportOptions, export_bundle
+from polyclip.export.parity import THRESHOLDS, ValSet, describe
+from polyclip.export.quantize import PRECISIONS, Int8Recipe
+from polyclip.export.speed import BenchConfig, run_bench
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from encoders.base import EncoderError, ImageEncoder, TextEncoder
-from encoders.captions import read_parallel
-from encoders.metrics import evaluate_retrieval
-from encoders.pretrained import PARITY_TEXTS
-from export.quantize import Precision
+from polyclip.encoders.base import ImageEncoder, TextEncoder
+from polyclip.encoders.captions import read_parallel
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.metrics import evaluate_retrieval
+from polyclip.encoders.probes import PARITY_TEXTS
+from polyclip.export.quantize import Precision
 
 THRESHOLDS: dict[Precision, float] = {"fp32": 0.999, "fp16": 0.995, "int8": 0.98}
 VAL_PROBES_PER_LANG = 32  # validation captions added to the probe set, per language

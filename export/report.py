@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from polyclip.encoders.report import new_figure, write_report
 
 
 def _count(n: int) -> str:
@@ -78,11 +78,10 @@ def _target_lines(targets: dict[str, Any]) -> list[str]:
     return out
 
 
-def chart(report: dict[str, Any], path: Path) -> None:
+def chart(report: dict[str, Any]) -> Figure:
     """Horizontal bars of throughput per row, labelled with speed-up and mean R@1."""
     rows = report["rows"]
-    fig = Figure(figsize=(8, 0.45 * len(rows) + 1.5))
-    FigureCanvasAgg(fig)
+    fig = new_figure(8, 0.45 * len(rows) + 1.5)
     ax = fig.add_subplot()
     labels = [f"{r['model']} · {r['backend']}" for r in rows]
     values = [r["throughput"]["median"] for r in rows]
@@ -95,15 +94,9 @@ def chart(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel(f"sentences/s at batch {report['config']['batch_size']} (median of passes)")
     ax.set_title(f"polyclip speed table — {report['machine']['cpu']}", fontsize=9)
     ax.set_xlim(0, max(values) * 1.35 if values else 1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return fig
 
 
 def write(report: dict[str, Any], out: Path) -> dict[str, Path]:
     """``speed.json``, ``speed.md`` and ``speed.png`` in ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "speed.json", "markdown": out / "speed.md", "png": out / "speed.png"}
-    paths["json"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(markdown(report), encoding="utf-8")
-    chart(report, paths["png"])
-    return paths
+    return write_report(out, "speed", report, markdown(report), {"speed": chart(report)})

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from encoders.base import EncoderError, TextEncoder
-from encoders.captions import read_parallel
-from encoders.dual import DualTextEncoder
-from encoders.load import load_text_encoder
-from encoders.onnx_bundle import (
+from polyclip.encoders.base import TextEncoder
+from polyclip.encoders.captions import read_parallel
+from polyclip.encoders.dual import DualTextEncoder
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.load import load_text_encoder
+from polyclip.encoders.onnx_bundle import (
     CUDA,
     TRT,
     OnnxTextEncoder,
@@ -35,10 +36,10 @@ from encoders.onnx_bundle import (
     is_bundle_dir,
     read_bundle,
 )
-from encoders.sentence import SentenceEncoder
-from export.bundle import ExportOptions, export_bundle, versions
-from export.parity import r1_by_lang
-from export.quantize import Precision
+from polyclip.encoders.sentence import SentenceEncoder
+from polyclip.export.bundle import ExportOptions, export_bundle, versions
+from polyclip.export.parity import r1_by_lang
+from polyclip.export.quantize import Precision
 
 log = logging.getLogger(__name__)
 

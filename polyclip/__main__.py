@@ -6,17 +6,16 @@ import argparse
 import logging
 import sys
 
-from bench import cli as bench_cli
-from encoders import cli as encode_cli
-from encoders import pretrained
-from encoders.base import EncoderError
-from export import cli as export_cli
-from polyclip import __version__
-from service import cli as serve_cli
-from training import cli as train_cli
-from training import eval_cli
+from polyclip import __version__, prepare
+from polyclip.bench import cli as bench_cli
+from polyclip.encoders import cli as encode_cli
+from polyclip.encoders.errors import PolyclipError
+from polyclip.export import cli as export_cli
+from polyclip.service import cli as serve_cli
+from polyclip.training import cli as train_cli
+from polyclip.training import eval_cli
 
-STAGES = [pretrained, encode_cli, train_cli, eval_cli, bench_cli, serve_cli, export_cli]
+STAGES = [prepare, encode_cli, train_cli, eval_cli, bench_cli, serve_cli, export_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except EncoderError as e:
+    except PolyclipError as e:
         print(f"polyclip {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,16 +14,15 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from service.config import Settings, config_path, load_settings
-from service.engine import Service
-from service.errors import install_error_handlers
-from service.indexing import index_demo
-from service.metrics import Metrics, RequestMetrics
-from service.routes_admin import admin, public
-from service.routes_embed import router as embed_router
-from service.routes_search import router as search_router
-from service.schemas import ERROR_RESPONSES
-from service.security import BodyLimit
+from polyclip.service.config import Settings, config_path, load_settings
+from polyclip.service.core import Service
+from polyclip.service.errors import install_error_handlers
+from polyclip.service.metrics import Metrics, RequestMetrics
+from polyclip.service.routes_admin import admin, public
+from polyclip.service.routes_embed import router as embed_router
+from polyclip.service.routes_search import router as search_router
+from polyclip.service.schemas import ERROR_RESPONSES
+from polyclip.service.security import BodyLimit
 
 
 def _version() -> str:
@@ -41,8 +40,6 @@ def create_app(settings: Settings, config_file: Path | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = await Service.start(settings, metrics, config_file)
         try:
-            if settings.demo is not None:
-                await index_demo(svc, settings.demo)
             app.state.svc = svc
             yield
         finally:

@@ -3,7 +3,8 @@
 Requests from many clients are split into single inputs; the worker sorts everything waiting by
 token count and cuts a batch of similar lengths around the oldest input, within a padded-token
 budget and a batch size. Sorting across the queue, not per request, is what keeps padding low
-(GUIDE §5: 1.6x for the same model); anchoring on the oldest input means nobody starves. The
+(for e5-small under onnxruntime, 1,000 captions sorted by length ran 1.6x faster than in file
+order); anchoring on the oldest input means nobody starves. The
 forward pass runs in the worker thread, so the event loop keeps serving while a batch computes.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from service.metrics import Metrics
+from polyclip.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import os
 
 import uvicorn
 
-from service.config import CONFIG_ENV, ConfigError, config_path, load_settings
+from polyclip.service.config import CONFIG_ENV, ConfigError, config_path, load_settings
 
 GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish after SIGTERM
 
@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     if args.workers == 1:
-        from service.app import create_app  # imports torch: only once the config is valid
+        from polyclip.service.app import create_app  # imports torch: only once the config is valid
 
         uvicorn.run(create_app(settings, path), **common)
         return 0
@@ -51,5 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "the workers share a Qdrant server"
         )
     os.environ[CONFIG_ENV] = str(path.resolve())  # each worker process reads it
-    uvicorn.run("service.app:create_app_from_env", factory=True, workers=args.workers, **common)
+    uvicorn.run(
+        "polyclip.service.app:create_app_from_env", factory=True, workers=args.workers, **common
+    )
     return 0

@@ -23,7 +23,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from encoders.base import EncoderError
+from polyclip.encoders.errors import EncoderError
 
 CONFIG_ENV = "POLYCLIP_CONFIG"
 _config_file: ContextVar[Path | None] = ContextVar("polyclip_config_file", default=None)

@@ -1,7 +1,8 @@
-"""One error shape for every failure: ``{"error": {"code", "message", "field"?}}``.
+"""HTTP at the edge: every failure becomes ``{"error": {"code", "message", "field"?}}``.
 
 Clients branch on ``code`` (stable, snake_case) and show ``message`` (says what to do);
-``field`` points at the offending input (``texts[3]``, ``query.image``) when there is one.
+``field`` points at the offending input (``texts[3]``, ``query.image``) when there is one. The
+core raises :mod:`polyclip.service.domain` errors; this is the one place they meet status codes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from encoders.base import EncoderError
+from polyclip.encoders.errors import EncoderError
+from polyclip.service import domain
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +34,22 @@ _HTTP_CODES = {
 _TYPE_TAGS = {"str", "int", "float", "bool", "none", "uuid", "list", "dict", "json-or-python"}
 
 
-class ApiError(Exception):
-    """An error with its HTTP status, raised anywhere below the routes."""
+STATUS: dict[type[domain.ServiceError], int] = {
+    domain.BadInput: 422,
+    domain.TooLarge: 413,
+    domain.NotFound: 404,
+    domain.Conflict: 409,
+    domain.Unauthorized: 401,
+    domain.Forbidden: 403,
+    domain.UnsupportedMedia: 415,
+    domain.Overloaded: 429,
+    domain.Unavailable: 503,
+    domain.Timeout: 504,
+}
 
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        field: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.headers = headers
+
+def status_of(exc: domain.ServiceError) -> int:
+    return next(code for cls, code in STATUS.items() if isinstance(exc, cls))
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -88,9 +88,14 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return out
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, domain.ServiceError)
+    headers = None
+    if isinstance(exc, domain.Overloaded):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    elif isinstance(exc, domain.Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    return error_response(status_of(exc), exc.code, exc.message, exc.field, headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -122,7 +127,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(domain.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(EncoderError, _encoder_error)

@@ -4,6 +4,11 @@ An alias (``teacher``, ``student``, ``search-query``) is what clients and collec
 admin call or a config reload re-points it with no restart. Because a student lives in its
 teacher's space, re-pointing ``search-query`` from teacher to student needs no re-indexing: the
 registry only has to know each model's space, and the store which spaces a collection holds.
+
+Space ids (:mod:`polyclip.encoders.space`) are fingerprints of weights. Collections, cards and
+bundles written before them carry the folder name of the teacher instead (a *legacy* id); the
+registry resolves such an id to the served model that was loaded from a folder of that name, so
+they keep working without a migration step.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from encoders.base import EncoderError, EncoderInfo, ImageEncoder, Prefix, TextEncoder
-from encoders.load import load_encoders
-from service.batcher import Batcher, BatchResult, Lane
-from service.config import ConfigError, ModelConfig
-from service.errors import ApiError
-from service.metrics import Metrics
+from polyclip.encoders.base import EncoderInfo, ImageEncoder, Prefix, TextEncoder
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.load import load_encoders
+from polyclip.encoders.space import is_legacy, same_space
+from polyclip.service.batcher import Batcher, BatchResult, Lane
+from polyclip.service.config import ConfigError, ModelConfig
+from polyclip.service.domain import Conflict, NotFound
+from polyclip.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +61,14 @@ class ServedModel:
     image: ImageEncoder | None
     batcher: Batcher
     backend: str
+    space: str = ""  # the space id the registry resolved (a legacy id may map to a new one)
+
+    def __post_init__(self) -> None:
+        self.space = self.space or self.text.info.space
 
     @property
     def info(self) -> EncoderInfo:
         return self.text.info
-
-    @property
-    def space(self) -> str:
-        return self.text.info.space
 
     @property
     def dimension(self) -> int:
@@ -140,32 +147,51 @@ def _respects_cap(text: TextEncoder, cap: int) -> bool:
     return text.count_tokens(["a " * (cap + 8)])[0] <= cap
 
 
+def legacy_map(models: dict[str, ServedModel]) -> dict[str, str]:
+    """Folder-name id → space id, for models that define a space; ambiguous names are left out."""
+    found: dict[str, set[str]] = {}
+    for m in models.values():
+        legacy = m.info.legacy_space
+        if legacy and not is_legacy(m.info.space):
+            found.setdefault(legacy, set()).add(m.info.space)
+    return {legacy: spaces.pop() for legacy, spaces in found.items() if len(spaces) == 1}
+
+
 class Registry:
     """Model names and aliases → loaded models; swapped as a whole on reload."""
 
     def __init__(self, models: dict[str, ServedModel], aliases: dict[str, str]) -> None:
         self.models = models
         self.aliases = dict(aliases)
+        self.legacy = legacy_map(models)
+        for m in models.values():
+            recorded = m.info.space
+            m.space = self.legacy.get(recorded, recorded) if is_legacy(recorded) else recorded
+            if m.space != recorded:
+                log.info("model %s: legacy space id %r is %s", m.name, recorded, m.space)
+
+    def holds(self, collection_space: str, model: ServedModel) -> bool:
+        """Whether ``model`` embeds into a collection's space (legacy ids resolved)."""
+        space = self.legacy.get(collection_space, collection_space)
+        return same_space(space, model.space) or same_space(collection_space, model.space)
 
     def resolve(self, ref: str, field: str = "model") -> ServedModel:
         model = self.models.get(self.aliases.get(ref, ref))
         if model is None:
             known = sorted([*self.models, *self.aliases])
-            raise ApiError(
-                404, "model_not_found", f"unknown model {ref!r}; served: {known}", field=field
+            raise NotFound(
+                "model_not_found", f"unknown model {ref!r}; served: {known}", field=field
             )
         return model
 
     def set_alias(self, alias: str, target: str) -> None:
         if alias in self.models:
-            raise ApiError(
-                409, "alias_conflict", f"{alias!r} is a model name, not an alias", field="alias"
+            raise Conflict(
+                "alias_conflict", f"{alias!r} is a model name, not an alias", field="alias"
             )
         name = self.aliases.get(target, target)
         if name not in self.models:
-            raise ApiError(
-                404, "model_not_found", f"unknown target model {target!r}", field="target"
-            )
+            raise NotFound("model_not_found", f"unknown target model {target!r}", field="target")
         self.aliases[alias] = name
 
     def describe(self) -> list[dict[str, Any]]:

@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.engine import Service, get_service
-from service.errors import error_response
-from service.schemas import AliasRequest, AliasTable
-from service.security import require_api_key
+from polyclip.service.core import Service
+from polyclip.service.deps import Svc
+from polyclip.service.errors import error_response
+from polyclip.service.schemas import AliasRequest, AliasTable
+from polyclip.service.security import require_api_key
 
 public = APIRouter(tags=["ops"])
 admin = APIRouter(prefix="/admin", dependencies=[Depends(require_api_key)], tags=["admin"])
-Svc = Annotated[Service, Depends(get_service)]
 AliasName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
@@ -34,7 +34,7 @@ async def ready(request: Request) -> JSONResponse:
     problem = await svc.ready()
     if problem is not None:
         return error_response(503, "not_ready", problem)
-    return JSONResponse({"status": "ready", "store": svc.store.kind})
+    return JSONResponse({"status": "ready", "store": svc.collections.kind})
 
 
 @public.get("/metrics", response_class=Response)
@@ -47,11 +47,10 @@ async def metrics(request: Request) -> Response:
 async def set_alias(alias: AliasName, body: AliasRequest, svc: Svc) -> AliasTable:
     """Re-point an alias at another model, now; collections indexed through it keep working
     as long as the new model lives in the same space (a student of the same teacher)."""
-    svc.registry.set_alias(alias, body.target)
-    return svc.alias_table()
+    return AliasTable(**vars(svc.set_alias(alias, body.target)))
 
 
 @admin.post("/reload", response_model=AliasTable)
 async def reload(svc: Svc) -> AliasTable:
     """Re-read models and aliases from the config file, loading only what changed."""
-    return await svc.reload()
+    return AliasTable(**vars(await svc.reload()))

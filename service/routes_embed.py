@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
@@ -11,11 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from encoders.base import l2_normalize
-from service.engine import Service, get_service
-from service.errors import ApiError
-from service.images import load_images
-from service.schemas import (
+from polyclip.encoders.base import l2_normalize
+from polyclip.service.core import Service
+from polyclip.service.deps import Svc
+from polyclip.service.domain import BadInput, TooLarge, UnsupportedMedia
+from polyclip.service.schemas import (
     EmbeddingData,
     EmbeddingsRequest,
     EmbeddingsResponse,
@@ -25,10 +25,9 @@ from service.schemas import (
     TextEmbedRequest,
     Usage,
 )
-from service.security import require_api_key
+from polyclip.service.security import require_api_key
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["embeddings"])
-Svc = Annotated[Service, Depends(get_service)]
 TRUNCATED_HEADER = "X-Polyclip-Truncated"  # indices of inputs cut at the model's max tokens
 
 
@@ -50,12 +49,11 @@ async def openai_embeddings(
     """OpenAI-compatible: ``dimensions`` keeps the first d values and re-normalises."""
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
-        raise ApiError(422, "invalid_request", "input is an empty list", field="input")
+        raise BadInput("invalid_request", "input is an empty list", field="input")
     svc.check_count(len(texts), "input")
-    model = svc.registry.resolve(body.model)
+    model = svc.model(body.model)
     if body.dimensions is not None and body.dimensions > model.dimension:
-        raise ApiError(
-            422,
+        raise BadInput(
             "invalid_dimensions",
             f"dimensions {body.dimensions} is over the model's {model.dimension}",
             field="dimensions",
@@ -86,7 +84,7 @@ def _encode(row: np.ndarray, fmt: str) -> list[float] | str:
 async def embed_text(body: TextEmbedRequest, response: Response, svc: Svc) -> EmbedResponse:
     """Unit vectors for texts, with the model's query/passage prefix when asked."""
     svc.check_count(len(body.texts), "texts")
-    model = svc.registry.resolve(body.model)
+    model = svc.model(body.model)
     fields = [f"texts[{i}]" for i in range(len(body.texts))]
     out = await svc.embed_texts(model, body.texts, body.prefix, fields, truncate=body.truncate)
     _mark_truncated(response, out.truncated)
@@ -139,14 +137,12 @@ async def embed_image(request: Request, svc: Svc) -> EmbedResponse:
         model_ref, refs = body.model, list[str | bytes]()
         refs.extend(body.images)
     else:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "send application/json or multipart/form-data",
+        raise UnsupportedMedia(
+            "unsupported_media_type", "send application/json or multipart/form-data"
         )
     svc.check_count(len(refs), "images")
-    model = svc.registry.resolve(model_ref)
-    images = await load_images(refs, svc.limits, [f"images[{i}]" for i in range(len(refs))])
+    model = svc.model(model_ref)
+    images = await svc.decode_images(refs, [f"images[{i}]" for i in range(len(refs))])
     rows = await svc.embed_images(model, images, "model")
     return EmbedResponse(
         model=model_ref, space=model.space, dimension=model.dimension, embeddings=rows.tolist()
@@ -158,14 +154,13 @@ async def _read_multipart(request: Request, svc: Service) -> tuple[str, list[str
     form = await request.form(max_files=limit, max_fields=limit + 8)
     model = form.get("model")
     if not isinstance(model, str) or not model:
-        raise ApiError(422, "invalid_request", "form field `model` is required", field="model")
+        raise BadInput("invalid_request", "form field `model` is required", field="model")
     refs: list[str | bytes] = []
     for i, part in enumerate(form.getlist("images")):
         if isinstance(part, UploadFile):
             data = await part.read(svc.limits.max_image_bytes + 1)
             if len(data) > svc.limits.max_image_bytes:
-                raise ApiError(
-                    413,
+                raise TooLarge(
                     "image_too_large",
                     f"upload is over the limit of {svc.limits.max_image_bytes} bytes",
                     field=f"images[{i}]",
@@ -174,5 +169,5 @@ async def _read_multipart(request: Request, svc: Service) -> tuple[str, list[str
         else:
             refs.append(part)  # a text part: base64 or a data URI, as in JSON
     if not refs:
-        raise ApiError(422, "invalid_request", "form field `images` is required", field="images")
+        raise BadInput("invalid_request", "form field `images` is required", field="images")
     return model, refs

@@ -6,51 +6,67 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response
 
-from service import indexing
-from service.engine import Service, get_service
-from service.routes_embed import TRUNCATED_HEADER
-from service.schemas import (
+from polyclip.service.collections import CollectionInfo, PointInput, SearchResult
+from polyclip.service.deps import Svc
+from polyclip.service.routes_embed import TRUNCATED_HEADER
+from polyclip.service.schemas import (
     CollectionList,
     CollectionOut,
     CreateCollectionRequest,
     DeletePointsRequest,
     DeletePointsResponse,
+    HitOut,
     SearchRequest,
     SearchResponse,
+    ShadowOut,
+    SpaceOut,
     UpsertRequest,
     UpsertResponse,
 )
-from service.security import require_api_key
-from service.store import COLLECTION_NAME
+from polyclip.service.security import require_api_key
+from polyclip.service.store import COLLECTION_NAME, Hit
 
 router = APIRouter(
     prefix="/collections", dependencies=[Depends(require_api_key)], tags=["collections"]
 )
-Svc = Annotated[Service, Depends(get_service)]
 Name = Annotated[str, Path(pattern=COLLECTION_NAME)]
+
+
+def _collection(info: CollectionInfo) -> CollectionOut:
+    meta = info.meta
+    return CollectionOut(
+        name=meta.name,
+        store=info.store,
+        spaces=[SpaceOut(**vars(s)) for s in meta.spaces],
+        points_count=info.points_count,
+        created=meta.created,
+    )
+
+
+def _hits(hits: list[Hit]) -> list[HitOut]:
+    return [HitOut(id=h.id, score=h.score, payload=h.payload) for h in hits]
 
 
 @router.post("", response_model=CollectionOut, status_code=201)
 async def create_collection(body: CreateCollectionRequest, svc: Svc) -> CollectionOut:
     """A collection indexed in the space of each given model (one named vector per space)."""
     refs = body.model if isinstance(body.model, list) else [body.model]
-    await indexing.create_collection(svc, body.name, refs)
-    return await indexing.describe_collection(svc, body.name)
+    return _collection(await svc.collections.create(body.name, refs))
 
 
 @router.get("", response_model=CollectionList)
 async def list_collections(svc: Svc) -> CollectionList:
-    return CollectionList(collections=await svc.store_call("list", svc.store.names))
+    return CollectionList(collections=await svc.collections.names())
 
 
 @router.get("/{name}", response_model=CollectionOut)
 async def get_collection(name: Name, svc: Svc) -> CollectionOut:
-    return await indexing.describe_collection(svc, name)
+    return _collection(await svc.collections.describe(name))
 
 
 @router.delete("/{name}", status_code=204)
 async def delete_collection(name: Name, svc: Svc) -> Response:
-    await svc.store_call("drop", svc.store.drop, name)
+    await svc.collections.drop(name)
     return Response(status_code=204)
 
 
@@ -59,7 +75,8 @@ async def upsert_points(
     name: Name, body: UpsertRequest, response: Response, svc: Svc
 ) -> UpsertResponse:
     """Embed texts/images with the collection's index model(s) and upsert; returns the ids."""
-    ids, truncated = await indexing.upsert_points(svc, name, body.items, body.model)
+    items = [PointInput(it.id, it.text, it.image, it.payload) for it in body.items]
+    ids, truncated = await svc.collections.upsert(name, items, body.model)
     if truncated:
         response.headers[TRUNCATED_HEADER] = ",".join(map(str, truncated))
     return UpsertResponse(collection=name, ids=ids, count=len(ids), truncated=truncated)
@@ -68,7 +85,8 @@ async def upsert_points(
 @router.delete("/{name}/points", response_model=DeletePointsResponse)
 async def delete_points(name: Name, body: DeletePointsRequest, svc: Svc) -> DeletePointsResponse:
     """Delete by ``ids`` or by ``filter``; reports how many points existed and were removed."""
-    deleted = await indexing.delete_points(svc, name, body.ids, body.filter)
+    ids = None if body.ids is None else [i if isinstance(i, int) else str(i) for i in body.ids]
+    deleted = await svc.collections.delete_points(name, ids, body.filter)
     return DeletePointsResponse(collection=name, deleted=deleted)
 
 
@@ -76,4 +94,26 @@ async def delete_points(name: Name, body: DeletePointsRequest, svc: Svc) -> Dele
 async def search(name: Name, body: SearchRequest, svc: Svc) -> SearchResponse:
     """Nearest points to a text or image query; the query model must share a space with the
     collection (a student may query its teacher's index); ``shadow`` compares two models."""
-    return await indexing.search(svc, name, body)
+    found: SearchResult = await svc.collections.search(
+        name,
+        text=body.query.text,
+        image=body.query.image,
+        model=body.model,
+        limit=body.limit,
+        flt=body.filter,
+        lang=body.lang,
+        shadow=body.shadow,
+    )
+    shadow = None
+    if found.shadow is not None:
+        s = found.shadow
+        shadow = ShadowOut(
+            model=s.model, space=s.space, overlap=s.overlap, k=s.k, results=_hits(s.hits)
+        )
+    return SearchResponse(
+        collection=name,
+        model=found.model,
+        space=found.space,
+        results=_hits(found.hits),
+        shadow=shadow,
+    )

@@ -1,7 +1,7 @@
 """Request and response bodies: the OpenAPI schema that clients, docs and the fuzzer all read.
 
 Static bounds live here, where the schema shows them; configurable limits (items per request,
-characters per text, image bytes) are checked by the engine and answered with 413.
+characters per text, image bytes) are checked by the service core and answered with 413.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from service.filters import FilterSpec
-from service.store import COLLECTION_NAME
+from polyclip.service.filters import FilterSpec
+from polyclip.service.store import COLLECTION_NAME
 
 Prefix = Literal["query", "passage"]
 ModelRef = Annotated[str, Field(min_length=1, max_length=256, examples=["teacher"])]

@@ -1,21 +1,18 @@
-"""What stands between the network and the models: API key, body size, outbound URL policy."""
+"""What stands between the network and the service: the API key and the body size."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import ipaddress
 import json
-import socket
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import ApiError, error_body
-from service.metrics import ASGIApp, Message, Receive, Scope, Send
+from polyclip.service.domain import Unauthorized
+from polyclip.service.errors import error_body
+from polyclip.service.metrics import ASGIApp, Message, Receive, Scope, Send
 
 _bearer = HTTPBearer(auto_error=False, description="the server's API key, when it has one")
 
@@ -30,11 +27,8 @@ async def require_api_key(
         return
     given = credentials.credentials if credentials is not None else ""
     if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
-        raise ApiError(
-            401,
-            "unauthorized",
-            "missing or wrong API key: send `Authorization: Bearer <key>`",
-            headers={"WWW-Authenticate": "Bearer"},
+        raise Unauthorized(
+            "unauthorized", "missing or wrong API key: send `Authorization: Bearer <key>`"
         )
 
 
@@ -73,36 +67,3 @@ class BodyLimit:
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
-async def check_public_url(url: str, field: str) -> None:
-    """Refuse URLs that are not http(s) or resolve to a private, loopback or link-local address.
-
-    Every address the name resolves to must be public, so a name with one private record is
-    refused. Redirects are not followed by the fetcher, so they cannot bypass this check.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ApiError(422, "invalid_url", "image URLs must be http(s) with a host", field=field)
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, parts.port or 443, type=socket.SOCK_STREAM
-        )
-    except (OSError, UnicodeError) as e:
-        msg = f"cannot resolve {parts.hostname}: {e}"
-        raise ApiError(422, "invalid_url", msg, field=field) from e
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not _is_public(ip):
-            raise ApiError(
-                422,
-                "forbidden_address",
-                f"{parts.hostname} resolves to {ip}, a private or loopback address",
-                field=field,
-            )

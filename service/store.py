@@ -1,10 +1,11 @@
 """The vector store seen by the service: collections of points with one named vector per space.
 
-Two backends with the same semantics, both the Qdrant engine: :class:`~service.store_edge.
-EdgeStore` (embedded, in-process, the default) and :class:`~service.store_server.ServerStore`
-(a Qdrant server through ``qdrant-client``, when ``QDRANT_URL`` is set). A collection records,
-per embedding space, its named vector, dimension and index model, so the service can tell
-whether a query model may search it without asking the caller to know the layout.
+Two backends with the same semantics, both the Qdrant engine:
+:class:`~polyclip.service.store_edge.EdgeStore` (embedded, in-process, the default) and
+:class:`~polyclip.service.store_server.ServerStore` (a Qdrant server through ``qdrant-client``,
+when ``QDRANT_URL`` is set). A collection records, per embedding space, its named vector,
+dimension and index model, so the service can tell whether a query model may search it without
+asking the caller to know the layout.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from service.filters import FilterSpec
+from polyclip.service.filters import FilterSpec
 
 PointId = int | str
 COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # also a directory name: no dots, no /

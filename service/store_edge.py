@@ -19,8 +19,8 @@ from typing import TypeVar
 
 import qdrant_edge as qe
 
-from service.filters import FilterSpec, to_edge
-from service.store import (
+from polyclip.service.filters import FilterSpec, to_edge
+from polyclip.service.store import (
     COLLECTION_NAME,
     CollectionExists,
     CollectionMeta,

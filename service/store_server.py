@@ -1,8 +1,11 @@
 """A Qdrant server as the store, through ``qdrant-client``: what to use with several workers.
 
 The collection's spaces live in Qdrant's own collection metadata (server 1.16 or newer), so
-every worker and every restart sees the same layout. ``QDRANT_URL=:memory:`` runs qdrant-client's
-local engine in-process: the tests use it to exercise this path without a server.
+every worker and every restart sees the same layout. Each operation is one Qdrant call (the
+service core caches the layout); a collection that is gone is reported as
+:class:`CollectionNotFound`, so the core can tell "dropped elsewhere" from "server down".
+``QDRANT_URL=:memory:`` runs qdrant-client's local engine in-process: the tests use it to
+exercise this path without a server.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from typing import Any, TypeVar
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+from qdrant_client.http.exceptions import UnexpectedResponse
 
-from service.filters import FilterSpec, to_client
-from service.store import (
+from polyclip.service.filters import FilterSpec, to_client
+from polyclip.service.store import (
     CollectionExists,
     CollectionMeta,
     CollectionNotFound,
@@ -50,13 +54,15 @@ class ServerStore:
         self._lock: Any = threading.Lock() if local else contextlib.nullcontext()
         self.url = url
 
-    def _do(self, what: str, fn: Callable[[], T]) -> T:
+    def _do(self, what: str, fn: Callable[[], T], name: str | None = None) -> T:
         try:
             with self._lock:
                 return fn()
         except StoreError:
             raise
         except Exception as e:  # connection refused, timeouts, server-side errors
+            if name is not None and _missing(e):
+                raise CollectionNotFound(f"no collection named {name!r}") from e
             raise StoreError(f"Qdrant at {self.url} failed to {what}: {e}") from e
 
     def ping(self) -> None:
@@ -78,8 +84,6 @@ class ServerStore:
 
     def get(self, name: str) -> CollectionMeta:
         def run() -> CollectionMeta:
-            if not self.client.collection_exists(name):
-                raise CollectionNotFound(f"no collection named {name!r}")
             data = (self.client.get_collection(name).config.metadata or {}).get(META_KEY)
             if data is None:
                 raise CollectionNotFound(
@@ -87,28 +91,24 @@ class ServerStore:
                 )
             return CollectionMeta.from_json(data)
 
-        return self._do("read a collection", run)
+        return self._do("read a collection", run, name)
 
     def names(self) -> list[str]:
         found = self._do("list collections", self.client.get_collections)
         return sorted(c.name for c in found.collections)
 
     def count(self, name: str) -> int:
-        self.get(name)
-        return self._do("count points", lambda: self.client.count(name, exact=True).count)
+        return self._do("count points", lambda: self.client.count(name, exact=True).count, name)
 
     def drop(self, name: str) -> None:
-        self.get(name)
-        self._do("delete a collection", lambda: self.client.delete_collection(name))
+        if not self._do("delete a collection", lambda: self.client.delete_collection(name)):
+            raise CollectionNotFound(f"no collection named {name!r}")
 
     def upsert(self, name: str, points: list[PointRecord]) -> None:
-        self.get(name)
         structs = [qm.PointStruct(id=p.id, vector=p.vectors, payload=p.payload) for p in points]
-        self._do("upsert points", lambda: self.client.upsert(name, structs, wait=True))
+        self._do("upsert points", lambda: self.client.upsert(name, structs, wait=True), name)
 
     def delete_points(self, name: str, ids: list[PointId] | None, flt: FilterSpec | None) -> int:
-        self.get(name)
-
         def run() -> int:
             if ids is not None:
                 found = len(self.client.retrieve(name, list(ids), with_payload=False))
@@ -121,12 +121,11 @@ class ServerStore:
             self.client.delete(name, points_selector=selector, wait=True)
             return found
 
-        return self._do("delete points", run)
+        return self._do("delete points", run, name)
 
     def search(
         self, name: str, vector: str, query: list[float], limit: int, flt: FilterSpec | None
     ) -> list[Hit]:
-        self.get(name)
         result = self._do(
             "search",
             lambda: self.client.query_points(
@@ -137,6 +136,7 @@ class ServerStore:
                 query_filter=to_client(flt) if flt is not None else None,
                 with_payload=True,
             ),
+            name,
         )
         return [
             Hit(normalize_id(p.id), float(p.score), dict(p.payload or {})) for p in result.points
@@ -145,3 +145,10 @@ class ServerStore:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a dead connection is not an error
             self.client.close()
+
+
+def _missing(e: Exception) -> bool:
+    """Qdrant's "no such collection": a 404 from a server, a ValueError from the local engine."""
+    if isinstance(e, UnexpectedResponse):
+        return e.status_code == 404
+    return isinstance(e, ValueError) and "not found" in str(e)

@@ -178,7 +178,7 @@ def test_k8s_wiring(k8s: dict[str, dict[str, Any]]) -> None:
 def test_container_models_config_is_valid(k8s: dict[str, dict[str, Any]], tmp_path: Path) -> None:
     """One container config: compose's file and the ConfigMap agree and pass the service's
     own settings schema, with every model under /models and `teacher`/`student` served."""
-    from service.config import load_settings
+    from polyclip.service.config import load_settings
 
     text = k8s["ConfigMap"]["data"]["models.yaml"]
     assert yaml.safe_load(text) == _yaml(ROOT / CONTAINER_CONFIG)

@@ -36,6 +36,7 @@ WORDS = (
 ).split()
 VOCAB = {tok: i for i, tok in enumerate(SPECIALS + sorted(set(WORDS)))}
 HIDDEN = 32
+PREFIXES = {"query": "query: ", "passage": "passage: "}
 
 
 def word_tokenizer(max_len: int = 32) -> PreTrainedTokenizerFast:
@@ -126,3 +127,40 @@ def save_dual(kind: str, out: Path, seed: int = 0, dim: int = 16) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def save_teacher(backbone: Path, out: Path, seed: int = 0, dim: int = 16) -> Path:
+    """A tiny text-only teacher in sentence-transformers layout, with no card: it defines its own
+    space, whose id is computed from its weights."""
+    from polyclip.encoders.sentence import SentenceEncoder
+
+    torch.manual_seed(seed)
+    enc = SentenceEncoder.new_student(
+        backbone, dimension=dim, space="unused", teacher="none", prefixes={}, name=out.name
+    )
+    enc.card = {}
+    return enc.save(out)
+
+
+def save_student(
+    backbone: Path,
+    out: Path,
+    head: str = "linear",
+    dimension: int = 16,
+    space: str = "tiny-teacher",
+) -> Path:
+    """A tiny student (pooling + head) with prefixes and a polyclip card."""
+    from polyclip.encoders.sentence import SentenceEncoder
+
+    torch.manual_seed(1)
+    enc = SentenceEncoder.new_student(
+        backbone,
+        dimension=dimension,
+        space=space,
+        teacher="tiny-teacher",
+        head=head,  # type: ignore[arg-type]
+        prefixes=PREFIXES,
+        max_seq_length=24,
+        name=f"student-{backbone.name}-{head}",
+    )
+    return enc.save(out)

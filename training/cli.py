@@ -1,7 +1,8 @@
 """``polyclip train``: a YAML recipe plus command-line overrides → one distillation run.
 
 Single device: ``polyclip train --config quick``; several GPUs:
-``torchrun --nproc_per_node 4 -m polyclip train --config dr``.
+``torchrun --nproc_per_node 4 -m polyclip train --config dr``. ``polyclip train bench`` times
+training steps (fp32 vs bf16, random vs length-grouped batches) on the machine at hand.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from training.config import load_config, parse_assignment
+from polyclip.encoders.argtypes import positive_int, str_list
+from polyclip.training.config import load_config, parse_assignment
 
 # Named flags for the settings changed most often; any other one goes through --set KEY=VALUE.
 FLAGS: dict[str, tuple[type, str]] = {
@@ -64,10 +66,25 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         help="any other setting, e.g. --set eval_every=100 (repeatable)",
     )
     p.set_defaults(func=cmd_train)
+    bench = p.add_subparsers(dest="train_command", metavar="bench").add_parser(
+        "bench",
+        help="training-step speed: fp32 vs bf16, random vs length-grouped batches",
+        description="Time optimizer steps of a student on parallel captions under four settings, "
+        "taking turns step by step; writes train_step.json/.md/.png.",
+    )
+    bench.add_argument("--student", required=True, help="student base model directory")
+    bench.add_argument("--data", metavar="DIR", help="Multi30k layout (default: as polyclip train)")
+    bench.add_argument("--split", default="train", metavar="NAME")
+    bench.add_argument("--langs", type=str_list, default=["de", "fr", "cs"], metavar="de,fr,cs")
+    bench.add_argument("--batch-size", type=positive_int, default=64)
+    bench.add_argument("--steps", type=positive_int, default=10, help="measured steps per setting")
+    bench.add_argument("--limit", type=int, default=0, metavar="N", help="first N pairs/language")
+    bench.add_argument("--out", default="artifacts/bench", help="directory for train_step.*")
+    bench.set_defaults(func=cmd_train_bench)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.trainer import train  # torch-heavy; keep `polyclip --help` fast
+    from polyclip.training.trainer import train  # torch-heavy; keep `polyclip --help` fast
 
     overrides = dict(parse_assignment(a) for a in args.assignments)
     for key in [*FLAGS, "freeze_embeddings", "group_by_length", "resume"]:
@@ -75,4 +92,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides[key] = getattr(args, key)
     summary = train(load_config(args.config, overrides))
     print(json.dumps(summary))
+    return 0
+
+
+def cmd_train_bench(args: argparse.Namespace) -> int:
+    from polyclip.training.data import default_data_dir  # torch-heavy imports only when run
+    from polyclip.training.speed import StepSpeedConfig, measure_steps, write_step_report
+
+    cfg = StepSpeedConfig(
+        student=args.student,
+        data=str(args.data or default_data_dir()),
+        split=args.split,
+        languages=tuple(args.langs),
+        batch_size=args.batch_size,
+        steps=args.steps,
+        limit=max(0, args.limit),
+    )
+    paths = write_step_report(measure_steps(cfg), args.out)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

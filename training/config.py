@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from encoders.base import EncoderError
+from polyclip.encoders.errors import PolyclipError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 CHOICES = {
@@ -26,8 +26,29 @@ CHOICES = {
 }
 
 
-class ConfigError(EncoderError):
+OBJECTIVES = ("fd", "ed", "sd", "mcl", "dr")  # polyclip.training.losses implements each
+
+
+class ConfigError(PolyclipError):
     """A recipe or override that cannot be used; the message names the key."""
+
+
+def parse_objectives(spec: str, weights: dict[str, float] | None = None) -> list[str]:
+    """The objective names of ``spec`` (``"dr+fd"``, case-insensitive), checked with ``weights``.
+
+    Checked when the config is made, so a typo fails in one line before any teacher pass.
+    """
+    names = list(dict.fromkeys(part.strip().lower() for part in spec.split("+")))
+    for name in [*names, *(weights or {})]:
+        if name not in OBJECTIVES:
+            raise ConfigError(
+                f"loss: unknown objective {name!r}; valid names: {', '.join(OBJECTIVES)} "
+                "(or a sum such as dr+fd)"
+            )
+    for name, weight in (weights or {}).items():
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
+            raise ConfigError(f"loss_weights.{name} must be a number >= 0, got {weight!r}")
+    return names
 
 
 @dataclass
@@ -38,7 +59,7 @@ class TrainConfig:
     # models and data
     teacher: str = "artifacts/models/all-mpnet-base-v2"
     student: str = "artifacts/models/multilingual-e5-small"
-    data: str = ""  # "" = training.data.default_data_dir() (Multi30k)
+    data: str = ""  # "" = polyclip.training.data.default_data_dir() (Multi30k)
     languages: list[str] = field(default_factory=lambda: ["de", "fr", "cs"])
     train_split: str = "train"
     train_max: int = 0  # first N pairs per language (0 = all)
@@ -96,6 +117,7 @@ class TrainConfig:
             raise ConfigError("set epochs or max_steps to at least 1")
         if not self.languages:
             raise ConfigError("languages must name at least one language")
+        parse_objectives(self.loss, self.loss_weights)
 
     @property
     def out_dir(self) -> Path:

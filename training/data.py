@@ -4,8 +4,8 @@ Three on-disk shapes are read into one list of :class:`Pair` (several languages 
 stream): line-aligned files as Multi30k ships them (``train.en.gz`` + ``train.de.gz`` ...),
 TSV/CSV and JSONL, each either *long* (``en, text, lang``) or *wide* (``en`` plus one column per
 language). Empty pairs are dropped, identical ones kept, and both are counted; malformed input is
-a :class:`DataError` (a :class:`~encoders.captions.CaptionsError` for line-aligned files) naming
-the file and line, never a stack trace.
+a :class:`DataError` (a :class:`~polyclip.encoders.captions.CaptionsError` for line-aligned
+files) naming the file and line, never a stack trace.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from encoders.base import EncoderError
-from encoders.captions import read_parallel
+from polyclip.encoders.captions import read_parallel
+from polyclip.encoders.errors import EncoderError
 
 RESERVED = ("en", "image", "text", "lang")  # columns that are never a language
 TABLE_FORMATS = {".tsv": "\t", ".csv": ","}
@@ -117,8 +117,8 @@ def _image_path(value: str, base: Path) -> str:
 def read_aligned(directory: Path, split: str, languages: Sequence[str]) -> list[Pair]:
     """``{split}.en[.gz]`` plus ``{split}.{lang}[.gz]``: line i of each file is one caption.
 
-    Read by :func:`encoders.captions.read_parallel`, whose errors are
-    :class:`~encoders.captions.CaptionsError`; blank lines come back as empty pairs.
+    Read by :func:`polyclip.encoders.captions.read_parallel`, whose errors are
+    :class:`~polyclip.encoders.captions.CaptionsError`; blank lines come back as empty pairs.
     """
     if not all(languages):
         raise DataError(f"{directory}: an empty language name in {list(languages)}")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from encoders.argtypes import str_list
-from encoders.base import EncoderError
-from encoders.captions import read_parallel
-from training.data import default_data_dir
-from training.evaluate import (
+from polyclip.encoders.argtypes import str_list
+from polyclip.encoders.captions import read_parallel
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.report import write_report
+from polyclip.training.data import default_data_dir
+from polyclip.training.evaluate import (
     PURITY_K,
     evaluate_models,
     markdown_table,
@@ -70,25 +70,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.teacher, args.student, data, langs, base=args.base, device=args.device
     )
     table = markdown_table(results, langs)
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        report = {
-            "data": str(data_dir),
-            "split": args.split,
-            "captions": len(data["en"]),
-            "languages": langs,
-            "teacher": args.teacher,
-            "purity_k": PURITY_K,
-            "metrics": "r@k in %, mrr@10 in [0, 1]; avg is over the non-English languages",
-            "models": [r.to_json() for r in results],
-        }
-        (args.out / "eval.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        title = f"# polyclip eval: {args.split}, {len(data['en'])} captions, X→en\n\n"
-        (args.out / "eval.md").write_text(title + table, encoding="utf-8")
-        plot_recall(results, langs, args.out / "r1_by_language.png")
-        plot_projection(results, args.out / "purity_projection.png")
-    except OSError as e:
-        raise EncoderError(f"cannot write results to {args.out}: {e}") from e
+    report = {
+        "data": str(data_dir),
+        "split": args.split,
+        "captions": len(data["en"]),
+        "languages": langs,
+        "teacher": args.teacher,
+        "purity_k": PURITY_K,
+        "metrics": "r@k in %, mrr@10 in [0, 1]; avg is over the non-English languages",
+        "models": [r.to_json() for r in results],
+    }
+    title = f"# polyclip eval: {args.split}, {len(data['en'])} captions, X→en\n\n"
+    figures = {
+        "r1_by_language": plot_recall(results, langs),
+        "purity_projection": plot_projection(results),
+    }
+    write_report(args.out, "eval", report, title + table, figures)
     print(table, end="")
     print(f"\nwritten to {args.out}/: eval.json eval.md r1_by_language.png purity_projection.png")
     return 0

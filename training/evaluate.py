@@ -6,7 +6,7 @@ teacher put the English, i.e. whether it can query an index the teacher built. T
 frame that: the teacher itself on X (no student at all) and the student's base model in its own
 space (what multilingual pre-training alone reaches, with its e5 ``query:``/``passage:``
 prefixes). Language purity asks whether embeddings cluster by language instead of by meaning.
-The retrieval scoring itself is :mod:`encoders.metrics`, shared with export and bench.
+The retrieval scoring itself is :mod:`polyclip.encoders.metrics`, shared with export and bench.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from encoders.base import EncoderError, l2_normalize
-from encoders.load import load_text_encoder
-from encoders.metrics import METRICS, encode_languages, score_languages
+from polyclip.encoders.base import l2_normalize
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.load import load_text_encoder
+from polyclip.encoders.metrics import METRICS, encode_languages, score_languages
+from polyclip.encoders.report import new_figure
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +168,11 @@ def markdown_table(results: Sequence[ModelResult], langs: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_recall(results: Sequence[ModelResult], langs: Sequence[str], path: Path) -> None:
+def plot_recall(results: Sequence[ModelResult], langs: Sequence[str]) -> Figure:
     """Grouped bars: R@1 per language (and the X average), one bar per model."""
     groups = [*langs, "avg", "en"]
     width = 0.8 / len(results)
-    fig = Figure(
-        layout="constrained", figsize=(max(6.0, 1.4 * len(groups) * max(1, len(results) / 3)), 4)
-    )
+    fig = new_figure(max(6.0, 1.4 * len(groups) * max(1, len(results) / 3)), 4)
     ax = fig.subplots()
     for i, r in enumerate(results):
         values = [(r.avg if g == "avg" else r.languages[g])["r@1"] for g in groups]
@@ -185,12 +183,12 @@ def plot_recall(results: Sequence[ModelResult], langs: Sequence[str], path: Path
     ax.set_ylim(0, 100)
     ax.set_title("X→English caption retrieval")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
-    _save(fig, path)
+    return fig
 
 
-def plot_projection(results: Sequence[ModelResult], path: Path) -> None:
+def plot_projection(results: Sequence[ModelResult]) -> Figure:
     """One PCA scatter per model, coloured by language: clusters by colour mean high purity."""
-    fig = Figure(layout="constrained", figsize=(4.5 * len(results), 4.5))
+    fig = new_figure(4.5 * len(results), 4.5)
     axes = fig.subplots(1, len(results), squeeze=False)
     for ax, r in zip(axes[0], results, strict=True):
         for lang, pts in r.projection.items():
@@ -200,10 +198,4 @@ def plot_projection(results: Sequence[ModelResult], path: Path) -> None:
         ax.set_yticks([])
     axes[0][0].legend(markerscale=3, fontsize="small")
     fig.suptitle("PCA of parallel captions, coloured by language")
-    _save(fig, path)
-
-
-def _save(fig: Figure, path: Path) -> None:
-    """Render with Agg directly: no pyplot, so no global figure state and no display needed."""
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from polyclip.training.config import parse_objectives
+
 
 class DistillationLoss(nn.Module):
     """Base class: a per-student ``term`` against the teacher, averaged over the student passes.
@@ -271,10 +273,7 @@ def build_loss(
     ``tau_student``); ones meant for objectives not in ``spec`` are ignored, so one recipe can
     hold them all, but a name no objective takes is an error.
     """
-    names = list(dict.fromkeys(part.strip().lower() for part in spec.split("+")))
-    for name in [*names, *(weights or {})]:
-        if name not in LOSSES:
-            raise ValueError(f"unknown objective {name!r}; valid names: {', '.join(LOSSES)}")
+    names = parse_objectives(spec, dict(weights or {}))
     params = {name: inspect.signature(cls).parameters for name, cls in LOSSES.items()}
     unknown = set(kwargs).difference(*params.values())
     if unknown:

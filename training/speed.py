@@ -11,15 +11,18 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from encoders.sentence import SentenceEncoder
-from training.data import BatchStream, read_pairs, token_lengths
-from training.trainer import cpu_has_bf16
+from polyclip.encoders.report import new_figure, write_report
+from polyclip.encoders.sentence import SentenceEncoder
+from polyclip.training.data import BatchStream, read_pairs, token_lengths
+from polyclip.training.trainer import cpu_has_bf16
 
 
 @dataclass
@@ -85,3 +88,48 @@ def measure_steps(cfg: StepSpeedConfig) -> dict[str, Any]:
         "cpu_bf16": cpu_has_bf16(),
         "rows": rows,
     }
+
+
+def step_markdown(report: dict[str, Any]) -> str:
+    """One row per (precision, grouping): step time, throughput, padding, speed-up."""
+    cfg = report["config"]
+    lines = [
+        f"# Training-step speed: `{Path(cfg['student']).name}`, batch {cfg['batch_size']}",
+        "",
+        f"{cfg['pairs']} pairs ({', '.join(cfg['languages'])}) of `{cfg['split']}`, "
+        f"{report['real_tokens_per_pair']} real tokens per text; median of {cfg['steps']} steps; "
+        f"torch {report['torch']}, {report['threads']} thread(s), native CPU bf16: "
+        f"{report['cpu_bf16']}.",
+        "",
+        "| precision | length-grouped | s/step | pairs/s | padded tokens/step | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['precision']} | {'yes' if r['group_by_length'] else 'no'} | {r['s_per_step']} "
+            f"| {r['pairs_per_s']} | {r['tokens_per_step']:.0f} | {r['speedup']}× |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_train_step(report: dict[str, Any]) -> Figure:
+    """Bars: pairs/s per (precision, grouping), labelled with the speed-up over fp32 random."""
+    rows = report["rows"]
+    labels = [f"{r['precision']}\n{'grouped' if r['group_by_length'] else 'random'}" for r in rows]
+    fig = new_figure(5.5, 3.6)
+    ax = fig.subplots()
+    bars = ax.bar(labels, [r["pairs_per_s"] for r in rows], color="tab:blue")
+    ax.bar_label(bars, labels=[f"{r['speedup']}×" for r in rows], fontsize=8)
+    ax.set_ylabel("training pairs/s")
+    ax.set_title(f"Student training step, batch {report['config']['batch_size']}", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def write_step_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """``train_step.json``, ``.md`` and ``.png`` in ``out``; the markdown is printed too."""
+    markdown = step_markdown(report)
+    print(markdown)
+    return write_report(
+        out, "train_step", report, markdown, {"train_step": plot_train_step(report)}
+    )

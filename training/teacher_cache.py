@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -27,9 +28,10 @@ from typing import Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from encoders.hub import resolve_model_dir
-from encoders.load import load_encoders
-from training.data import DataError
+from polyclip.encoders.hub import resolve_model_dir
+from polyclip.encoders.load import load_encoders
+from polyclip.encoders.space import fingerprint, space_of
+from polyclip.training.data import DataError
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +39,16 @@ Anchor = Literal["text", "image"]
 EncodeFn = Callable[[list[str]], np.ndarray]
 STATE = "cache.json"
 FORMAT = 1
-_SMALL = 1 << 20  # files up to this size (configs, tokenizers' json) are hashed by content
 
 
-def teacher_key(teacher: Path, anchor: Anchor, prefix: str = "") -> str:
+def teacher_key(space: str, anchor: Anchor, prefix: str = "") -> str:
     """Identity of (teacher weights, anchor kind, prefix): a different teacher → another cache.
 
-    Small files are hashed by content, large ones (weights) by name, size and mtime, which
-    changes whenever a model is rebuilt or replaced without reading gigabytes.
+    The space id's fingerprint hashes the teacher's tensors, so a copy of the same teacher
+    elsewhere shares the cache and any change of its weights starts a new one.
     """
-    h = hashlib.sha256(json.dumps([FORMAT, anchor, prefix]).encode())
-    for f in sorted(p for p in teacher.rglob("*") if p.is_file()):
-        st = f.stat()
-        h.update(f.relative_to(teacher).as_posix().encode() + b"\0")
-        if st.st_size <= _SMALL:
-            h.update(f.read_bytes())
-        else:
-            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+    ident = fingerprint(space) or space
+    return hashlib.sha256(json.dumps([FORMAT, anchor, prefix, ident]).encode()).hexdigest()[:16]
 
 
 class TeacherCache:
@@ -92,8 +86,10 @@ class TeacherCache:
     ) -> TeacherCache:
         """The cache of ``teacher`` under ``root``; the teacher loads only if rows are missing."""
         path = resolve_model_dir(teacher)
-        directory = Path(root) / f"{path.name}-{anchor}-{teacher_key(path, anchor, prefix)}"
-        meta = {"teacher": str(path), "anchor": anchor, "prefix": prefix}
+        space = space_of(path)
+        label = re.sub(r"[^\w.-]+", "_", space.partition("@")[0])
+        directory = Path(root) / f"{label}-{anchor}-{teacher_key(space, anchor, prefix)}"
+        meta = {"teacher": str(path), "anchor": anchor, "prefix": prefix, "space": space}
         loaded: dict[str, Any] = {}
 
         def encode(keys: list[str]) -> np.ndarray:
@@ -105,7 +101,6 @@ class TeacherCache:
                         f"anchor 'image' needs a dual-encoder teacher; {path} has no image tower"
                     )
                 loaded["enc"] = enc
-                cache.state["space"] = enc.info.space
             if anchor == "image":
                 return loaded["enc"].encode(keys, batch_size=batch_size, show_progress=False)
             return loaded["enc"].encode(
@@ -113,6 +108,7 @@ class TeacherCache:
             )
 
         cache = cls(directory, encode, meta=meta)
+        cache.state["space"] = space  # caches written before space ids held a folder name
         return cache
 
     # ---- reading -----------------------------------------------------------------------
@@ -122,7 +118,7 @@ class TeacherCache:
 
     @property
     def space(self) -> str:
-        """The teacher's embedding space, as the teacher reports it (known once it has run)."""
+        """The teacher's embedding space id (:mod:`polyclip.encoders.space`)."""
         return str(self.state.get("space", ""))
 
     def __len__(self) -> int:

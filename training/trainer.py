@@ -34,10 +34,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from encoders.metrics import retrieval_metrics
-from encoders.sentence import CARD_FILE, SentenceEncoder
-from training.config import ConfigError, TrainConfig
-from training.data import (
+from polyclip.encoders.hub import resolve_model_dir
+from polyclip.encoders.metrics import retrieval_metrics
+from polyclip.encoders.sentence import SentenceEncoder
+from polyclip.encoders.space import CARD_FILE
+from polyclip.training.config import ConfigError, TrainConfig
+from polyclip.training.data import (
     BatchStream,
     DataError,
     Pair,
@@ -46,8 +48,8 @@ from training.data import (
     read_pairs,
     token_lengths,
 )
-from training.losses import build_loss
-from training.teacher_cache import TeacherCache
+from polyclip.training.losses import build_loss
+from polyclip.training.teacher_cache import TeacherCache
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -162,12 +164,13 @@ class Trainer:
         self.queue_keys: list[str] = []
         if "dr" in {name.strip().lower() for name in cfg.loss.split("+")}:
             self.queue_keys = queue_anchors(keys, cfg.queue_size, cfg.seed, cfg.queue_data)
-            if not cfg.queue_data:  # held-out anchors leave training entirely (GUIDE §3)
+            if not cfg.queue_data:  # ConGen: queue anchors are held out of training
                 held = set(self.queue_keys)
                 pairs = [p for p, k in zip(pairs, keys, strict=True) if k not in held]
                 keys = [self._key(p) for p in pairs]
                 self.stats.pairs = Counter(p.lang for p in pairs)
         self.pairs = pairs
+        resolve_model_dir(cfg.student)  # a wrong path fails now, not after the teacher pass
         val_keys = [self._key(p) for p in val]
         if self.ctx.main:  # one rank runs the teacher; the others read what it wrote
             self.cache = self._open_cache()

@@ -41,7 +41,7 @@ HF_HUB_OFFLINE=1 DO_NOT_TRACK=1 INFINITY_ANONYMOUS_USAGE_STATS=0 "$infvenv/bin/i
 wait_up /health && run infinity-torch student
 stop $pid
 
-$bin/python -m bench.peers.st_server "$student" --port $port & pid=$!
+$bin/python -m polyclip.bench.peers.st_server "$student" --port $port & pid=$!
 wait_up /health && run sentence-transformers student
 stop $pid
 

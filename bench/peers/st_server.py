@@ -1,7 +1,7 @@
 """The plainest peer: sentence-transformers behind FastAPI, OpenAI-style ``/v1/embeddings``.
 
 What a team writes in an afternoon: one model, one request at a time per thread, no batching
-across requests. ``python -m bench.peers.st_server MODEL_DIR --port 7998``.
+across requests. ``python -m polyclip.bench.peers.st_server MODEL_DIR --port 7998``.
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ import pytest
 import torch
 import yaml
 
-from encoders.sentence import SentenceEncoder
 from polyclip.__main__ import main
-from tests.bench.servers import free_port, wait_ready
+from polyclip.encoders.sentence import SentenceEncoder
+from tests.live import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "bench-test-key"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from polyclip.__main__ import main
-from tests.bench.servers import free_port, wait_ready
+from tests.live import free_port, wait_ready
 
 pytestmark = pytest.mark.real
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.cli import int_list, parse_duration, positive_int
-from bench.client import BenchError, latency_summary, server_message
-from bench.data import CAPTIONS, read_lines
-from bench.load import LoadConfig, _Level, _worker, failed_levels
-from bench.report import write_report
-from encoders.base import EncoderError
-from encoders.captions import read_parallel
 from polyclip.__main__ import main
+from polyclip.bench.client import BenchError, latency_summary, server_message
+from polyclip.bench.data import CAPTIONS, read_lines
+from polyclip.bench.load import LoadConfig, _Level, _worker, failed_levels
+from polyclip.bench.report import write_report
+from polyclip.encoders.argtypes import int_list, parse_duration, positive_int
+from polyclip.encoders.captions import read_parallel
+from polyclip.encoders.errors import EncoderError
 
 
 def test_parse_duration_and_lists() -> None:
@@ -129,7 +129,7 @@ def test_read_texts(tmp_path: Path) -> None:
     assert read_lines(packed) == ["ein hund"]
     with gzip.open(tmp_path / "val.en.gz", "wt", encoding="utf-8") as f:
         f.write("a dog\na cat\n")
-    # `bench quality` reads aligned splits with encoders.captions.read_parallel
+    # `bench quality` reads aligned splits with polyclip.encoders.captions.read_parallel
     with pytest.raises(EncoderError, match=r"val\.de\.gz:2: 1 lines, but .*val\.en\.gz has 2"):
         read_parallel(tmp_path, "val", ["de"])
     with pytest.raises(EncoderError, match=r"no val\.fr\.gz or val\.fr"):
@@ -180,7 +180,7 @@ def test_reports_render_even_with_failed_levels(tmp_path: Path) -> None:
     assert json.loads(paths["json"].read_text("utf-8")) == report
     md = paths["md"].read_text("utf-8")
     assert "| 1 | 4 | 10 | 0 |" in md and "503×10" in md
-    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    assert paths["load"].read_bytes()[:4] == b"\x89PNG"
 
 
 def test_unreachable_server_is_one_line_and_exit_2(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from encoders.base import EncoderError
-from encoders.captions import CaptionsError, read_parallel
+from polyclip.encoders.captions import CaptionsError, read_parallel
+from polyclip.encoders.errors import EncoderError
 
 
 def write(path: Path, data: bytes) -> Path:

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoders.argtypes import str_list
 from polyclip.__main__ import main
+from polyclip.encoders.argtypes import str_list
+from tests.images import random_image
 
 
 def _rows(out: str) -> np.ndarray:
@@ -23,9 +24,8 @@ def test_encode_texts_file_and_images(
     f = tmp_path / "in.txt"
     f.write_text("a dog\nein hund\n", encoding="utf-8")
     img = tmp_path / "x.png"
-    from tests.encoders.test_dual import _image
 
-    _image(0).save(img)
+    random_image(0).save(img)
     argv = ["encode", "--model", str(clip_dir), "a cat", "--file", str(f), "--image", str(img)]
     assert main(argv) == 0
     rows = _rows(capsys.readouterr().out)

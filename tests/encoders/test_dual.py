@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from encoders import EncoderError, load_encoders, load_text_encoder
-from encoders.base import load_image
-
-
-def _image(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype("uint8"))
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+from polyclip.encoders import EncoderError, load_encoders, load_text_encoder
+from polyclip.encoders.base import load_image
+from tests.images import encode, random_image
 
 
 def test_both_towers_share_one_space(dual_dir: Path) -> None:
@@ -30,7 +18,7 @@ def test_both_towers_share_one_space(dual_dir: Path) -> None:
     assert image is not None and text.dimension == image.dimension
     assert text.info.space == image.info.space
     t = text.encode(["a dog runs", "ein hund"])
-    i = image.encode([_image(0), _image(1)])
+    i = image.encode([random_image(0), random_image(1)])
     assert t.shape == i.shape == (2, text.dimension)
     np.testing.assert_allclose(np.linalg.norm(np.concatenate([t, i]), axis=1), 1.0, atol=1e-5)
 
@@ -48,17 +36,17 @@ def test_text_tower_matches_transformers(dual_dir: Path) -> None:
 
 def test_image_inputs_pil_bytes_and_path_agree(tmp_path: Path, clip_dir: Path) -> None:
     _, image = load_encoders(clip_dir)
-    img = _image(3)
+    img = random_image(3)
     path = tmp_path / "x.png"
     img.save(path)
-    a, b, c = (image.encode([x]) for x in (img, _png(img), path))
+    a, b, c = (image.encode([x]) for x in (img, encode(img), path))
     np.testing.assert_allclose(a, b, atol=1e-6)
     np.testing.assert_allclose(a, c, atol=1e-6)
 
 
 def test_image_batch_invariance(clip_dir: Path) -> None:
     _, image = load_encoders(clip_dir)
-    imgs = [_image(i) for i in range(5)]
+    imgs = [random_image(i) for i in range(5)]
     one = np.concatenate([image.encode([x]) for x in imgs])
     np.testing.assert_allclose(one, image.encode(imgs, batch_size=8), atol=1e-5)
 
@@ -76,7 +64,7 @@ def test_bad_images_are_clear_errors(clip_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(EncoderError, match="not found"):
         load_image(tmp_path / "missing.png")
     with pytest.raises(EncoderError, match="over the limit"):
-        load_image(_png(_image(0, (200, 200))), max_pixels=100)
+        load_image(encode(random_image(0, (200, 200))), max_pixels=100)
 
 
 def test_text_only_loader_takes_the_text_tower(clip_dir: Path) -> None:

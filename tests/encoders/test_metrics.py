@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encoders.metrics import ranking_metrics, ranks_of_gold, retrieval_metrics
+from polyclip.encoders.metrics import ranking_metrics, ranks_of_gold, retrieval_metrics
 
 
 def test_ranks_and_metrics_by_hand() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoders import load_text_encoder
 from polyclip.__main__ import main
+from polyclip.encoders import load_text_encoder
 
 pytestmark = pytest.mark.real
 TEXTS = [

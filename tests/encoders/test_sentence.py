@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from encoders import EncoderError, load_text_encoder
-from encoders.sentence import SentenceEncoder, pool
+from polyclip.encoders import EncoderError, load_text_encoder
+from polyclip.encoders.sentence import SentenceEncoder, pool
 
 TEXTS = ["a dog runs in the park", "ein hund läuft", "le chat", "two red cat", "a", "un homme"]
 

@@ -11,15 +11,20 @@ import onnx
 import pytest
 import torch
 
-from encoders import EncoderError, load_encoders, load_text_encoder
-from encoders.base import TextEncoder, l2_normalize
-from encoders.onnx_bundle import OnnxImageEncoder, OnnxTextEncoder, load_bundle, read_bundle
-from encoders.sentence import SentenceEncoder, pool
-from export.bundle import ExportOptions, export_bundle
-from export.onnx_export import random_images
-from export.parity import THRESHOLDS
 from polyclip.__main__ import main
-from tests.export.conftest import save_student
+from polyclip.encoders import EncoderError, load_encoders, load_text_encoder
+from polyclip.encoders.base import TextEncoder, l2_normalize
+from polyclip.encoders.onnx_bundle import (
+    OnnxImageEncoder,
+    OnnxTextEncoder,
+    load_bundle,
+    read_bundle,
+)
+from polyclip.encoders.sentence import SentenceEncoder, pool
+from polyclip.export.bundle import ExportOptions, export_bundle
+from polyclip.export.onnx_export import random_images
+from polyclip.export.parity import THRESHOLDS
+from tests.tiny import save_student
 
 # Seven texts (batch 7), short to long; the last one is truncated at max_seq_length.
 TEXTS = [

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from encoders import EncoderError, load_text_encoder
-from encoders.onnx_bundle import (
+from polyclip.encoders import EncoderError, load_text_encoder
+from polyclip.encoders.onnx_bundle import (
     CPU,
     CUDA,
     TRT,
@@ -65,7 +65,7 @@ def test_session_warns_when_onnxruntime_falls_back(
     student_bundle: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A real session: this CPU-only onnxruntime is asked for CUDA first and falls back.
-    with caplog.at_level(logging.WARNING, logger="encoders.onnx_bundle"):
+    with caplog.at_level(logging.WARNING, logger="polyclip.encoders.onnx_bundle"):
         session = open_session(
             student_bundle / "model.onnx", [(CUDA, {"device_id": 0}), CPU], RuntimeOptions()
         )

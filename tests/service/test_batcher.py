@@ -12,8 +12,8 @@ import threading
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, BatcherClosed, Lane, QueueFull
-from service.metrics import Metrics
+from polyclip.service.batcher import Batcher, BatcherClosed, Lane, QueueFull
+from polyclip.service.metrics import Metrics
 
 
 class Recorder:

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from encoders.load import load_encoders
-from service.app import create_app
-from service.config import Settings, load_settings
-from tests.service.conftest import b64, png_bytes
+from polyclip.encoders.load import load_encoders
+from polyclip.service.app import create_app
+from polyclip.service.config import Settings, load_settings
+from polyclip.service.store import CollectionMeta, PointRecord, SpaceIndex
+from tests.images import b64, png_bytes
 
 DOCS = [
     {"id": 1, "text": "a dog runs in the park", "payload": {"lang": "en"}},
@@ -52,11 +53,12 @@ def search(api: TestClient, name: str = "docs", **body: object) -> dict:
     return r.json()
 
 
-def test_create_get_list_delete(api: TestClient) -> None:
+def test_create_get_list_delete(api: TestClient, clip_space: str) -> None:
     r = api.post("/collections", json={"name": "docs", "model": "teacher"})
     assert r.status_code == 201
+    vector = clip_space.replace("@", "_")
     assert r.json()["spaces"] == [
-        {"space": "clip", "vector": "clip", "dimension": 16, "model": "teacher"}
+        {"space": clip_space, "vector": vector, "dimension": 16, "model": "teacher"}
     ]
     assert api.post("/collections", json={"name": "docs", "model": "teacher"}).status_code == 409
     assert api.get("/collections").json() == {"collections": ["docs"]}
@@ -78,10 +80,12 @@ def test_upsert_returns_ids_and_search_finds_the_exact_text(api: TestClient) -> 
         assert hits[0]["payload"] == doc["payload"]
 
 
-def test_student_queries_the_teacher_index(api: TestClient, model_dirs: dict) -> None:
+def test_student_queries_the_teacher_index(
+    api: TestClient, model_dirs: dict, clip_space: str
+) -> None:
     index(api)
     out = search(api, model="student", limit=4)
-    assert (out["model"], out["space"]) == ("student", "clip") and len(out["results"]) == 4
+    assert (out["model"], out["space"]) == ("student", clip_space) and len(out["results"]) == 4
     student, _ = load_encoders(model_dirs["student-tiny"])
     teacher, _ = load_encoders(model_dirs["clip-tiny"])
     q = student.encode(["a dog"], prefix="query")[0]
@@ -90,13 +94,15 @@ def test_student_queries_the_teacher_index(api: TestClient, model_dirs: dict) ->
     assert [h["id"] for h in out["results"]] == want
 
 
-def test_incompatible_space_and_dimension_are_422_with_a_reason(api: TestClient) -> None:
+def test_incompatible_space_and_dimension_are_422_with_a_reason(
+    api: TestClient, clip_space: str
+) -> None:
     index(api)
     r = api.post("/collections/docs/search", json={"query": {"text": "x"}, "model": "other-tiny"})
     err = r.json()["error"]
     assert r.status_code == 422 and err["code"] == "space_mismatch" and err["field"] == "model"
-    assert "'other'" in err["message"] and "['clip']" in err["message"]
-    assert "distilled into 'clip'" in err["message"]
+    assert "'other'" in err["message"] and f"['{clip_space}']" in err["message"]
+    assert f"distilled into '{clip_space}'" in err["message"]
     r = api.post("/collections/docs/points", json={"model": "baddim-tiny", "items": DOCS[:1]})
     assert r.status_code == 422 and r.json()["error"]["code"] == "dimension_mismatch"
     r = api.post("/collections/docs/search", json={"query": {"text": "x"}, "model": "baddim-tiny"})
@@ -160,24 +166,24 @@ def test_images_index_and_query_in_the_same_space(api: TestClient) -> None:
     assert r.status_code == 422 and r.json()["error"]["code"] == "no_image_tower"
 
 
-def test_a_collection_in_two_spaces(api: TestClient) -> None:
+def test_a_collection_in_two_spaces(api: TestClient, clip_space: str) -> None:
     index(api, "multi", ["teacher", "other-tiny"])
     assert len(api.get("/collections/multi").json()["spaces"]) == 2
     assert search(api, "multi", model="other-tiny")["space"] == "other"
-    assert search(api, "multi", model="student")["space"] == "clip"
+    assert search(api, "multi", model="student")["space"] == clip_space
     r = api.post("/collections/multi/points", json={"model": "student", "items": DOCS[:1]})
     assert r.status_code == 422 and r.json()["error"]["code"] == "missing_spaces"
     r = api.post("/collections", json={"name": "dup", "model": ["teacher", "student"]})
     assert r.status_code == 422 and r.json()["error"]["code"] == "duplicate_space"
 
 
-def test_repointing_an_alias_needs_no_reindexing(api: TestClient) -> None:
+def test_repointing_an_alias_needs_no_reindexing(api: TestClient, clip_space: str) -> None:
     index(api)
     r = api.post("/collections/docs/search", json={"query": {"text": "x"}, "model": "search-query"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
     r = api.put("/admin/aliases/search-query", json={"target": "teacher"})
     assert r.status_code == 200 and r.json()["aliases"]["search-query"] == "clip-tiny"
-    assert search(api, model="search-query")["space"] == "clip"
+    assert search(api, model="search-query")["space"] == clip_space
     api.put("/admin/aliases/search-query", json={"target": "student-tiny"})
     assert search(api, model="search-query")["results"]  # same index, the student's queries
     r = api.put("/admin/aliases/teacher", json={"target": "other-tiny"})
@@ -216,3 +222,50 @@ def test_reload_repoints_aliases_and_loads_only_what_changed(
         r = c.post("/admin/reload")
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_config"
         assert c.get("/v1/models").status_code == 200  # the old registry still serves
+
+
+class CountingClient:
+    """A qdrant-client stand-in that forwards every call and records the method names."""
+
+    def __init__(self, client: object, calls: list[str]) -> None:
+        self._client, self._calls = client, calls
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: object, **kwargs: object) -> object:
+            self._calls.append(name)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def test_a_server_search_is_one_qdrant_call_and_survives_other_replicas(
+    make_settings: Callable[..., Settings], clip_space: str
+) -> None:
+    settings = make_settings(qdrant_url=":memory:")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+        index(api)
+        store = api.app.state.svc.collections.store
+        calls: list[str] = []
+        store.client = CountingClient(store.client, calls)
+        search(api)
+        search(api, model="student")
+        assert calls == ["query_points", "query_points"]
+        calls.clear()
+        api.get("/collections/docs")
+        assert calls == ["count"]
+        # Another replica drops the collection and re-creates it with another vector name.
+        store.drop("docs")
+        space = SpaceIndex(clip_space, "renamed", 16, "teacher")
+        store.create(CollectionMeta("docs", (space,)))
+        store.upsert("docs", [PointRecord(7, {"renamed": [1.0] + [0.0] * 15}, {})])
+        calls.clear()
+        out = search(api)
+        assert [h["id"] for h in out["results"]] == [7]
+        assert calls == ["query_points", "get_collection", "query_points"]  # failed, refetch, retry
+        store.drop("docs")  # and now gone everywhere: a 404, not a 503
+        r = api.post("/collections/docs/search", json={"query": {"text": "a dog"}})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "collection_not_found"

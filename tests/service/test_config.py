@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from service.app import create_app_from_env
-from service.cli import cmd_serve
-from service.config import ConfigError, load_settings
+from polyclip.service.app import create_app_from_env
+from polyclip.service.cli import cmd_serve
+from polyclip.service.config import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

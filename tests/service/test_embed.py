@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from encoders.load import load_encoders
-from tests.service.conftest import b64, png_bytes
+from polyclip.encoders.load import load_encoders
+from tests.images import b64, png_bytes
 
 TEXTS = ["a dog runs in the park", "ein hund läuft", "un chat"]
 
@@ -45,11 +45,13 @@ def test_openai_single_string_base64_and_dimensions(client: TestClient, model_di
     assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "dimensions"
 
 
-def test_embed_text_applies_the_prefix(client: TestClient, model_dirs: dict) -> None:
+def test_embed_text_applies_the_prefix(
+    client: TestClient, model_dirs: dict, clip_space: str
+) -> None:
     r = client.post("/embed/text", json={"model": "student", "texts": TEXTS, "prefix": "query"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert (body["space"], body["dimension"], body["truncated"]) == ("clip", 16, [])
+    assert (body["space"], body["dimension"], body["truncated"]) == (clip_space, 16, [])
     want = direct(model_dirs["student-tiny"], TEXTS, prefix="query")
     np.testing.assert_allclose(np.array(body["embeddings"]), want, atol=1e-5)
     assert not np.allclose(want, direct(model_dirs["student-tiny"], TEXTS))
@@ -92,11 +94,13 @@ def test_embed_image_json_data_uri_and_multipart_agree(
         np.testing.assert_allclose(r.json()["embeddings"][0], want, atol=1e-5)
 
 
-def test_image_text_and_student_share_the_teacher_space(client: TestClient) -> None:
+def test_image_text_and_student_share_the_teacher_space(
+    client: TestClient, clip_space: str
+) -> None:
     """The contract the whole project rests on, as the API reports it."""
     models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
     assert models["teacher"]["alias_of"] == "clip-tiny" and models["teacher"]["kind"] == "dual"
-    assert models["student"]["space"] == models["teacher"]["space"] == "clip"
+    assert models["student"]["space"] == models["teacher"]["space"] == clip_space
     assert models["other-tiny"]["space"] == "other"
     assert models["student-tiny"]["prefixes"] == {"query": "query: ", "passage": "passage: "}
 

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from service.app import create_app
-from service.config import Limits, ModelConfig, Settings
-from tests.service.conftest import live_server
+from polyclip.service.app import create_app
+from polyclip.service.config import Limits, ModelConfig, Settings
+from tests.live import live_server
 
 
 @pytest.fixture(scope="module")

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import struct
-import zlib
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.config import Limits, Settings
-from tests.service.conftest import b64, live_server, png_bytes, wait_queued
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that declares any size: what a decompression bomb looks like to a header reader."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+from polyclip.service.app import create_app
+from polyclip.service.config import Limits, Settings
+from tests.images import b64, png_bytes, png_header
+from tests.live import live_server, wait_queued
 
 
 def err(r: httpx.Response, status: int, code: str, field: str | None = None) -> dict:

@@ -14,10 +14,10 @@ import httpx
 import numpy as np
 import pytest
 
-from encoders.load import load_encoders
-from service.config import Settings
-from service.store_edge import EdgeStore
-from tests.service.conftest import free_port, live_server, wait_queued, wait_ready
+from polyclip.encoders.load import load_encoders
+from polyclip.service.config import Settings
+from polyclip.service.store_edge import EdgeStore
+from tests.live import free_port, live_server, wait_queued, wait_ready
 from tests.tiny import WORDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,8 +146,8 @@ def test_polyclip_serve_indexes_the_demo_and_drains_on_sigterm(
 
 _WRITER = """
 import sys
-from service.store import CollectionMeta, PointRecord, SpaceIndex
-from service.store_edge import EdgeStore
+from polyclip.service.store import CollectionMeta, PointRecord, SpaceIndex
+from polyclip.service.store_edge import EdgeStore
 store = EdgeStore(sys.argv[1])
 store.create(CollectionMeta("c", (SpaceIndex("s", "s", 2, "m"),)))
 store.upsert("c", [PointRecord(i, {"s": [1.0, float(i)]}, {"i": i}) for i in range(50)])

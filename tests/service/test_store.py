@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.filters import FilterSpec, with_lang
-from service.store import (
+from polyclip.service.filters import FilterSpec, with_lang
+from polyclip.service.store import (
     CollectionExists,
     CollectionMeta,
     CollectionNotFound,
@@ -20,8 +20,8 @@ from service.store import (
     StoreError,
     vector_name,
 )
-from service.store_edge import EdgeStore
-from service.store_server import ServerStore
+from polyclip.service.store_edge import EdgeStore
+from polyclip.service.store_server import ServerStore
 
 META = CollectionMeta(
     "c",

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-from itertools import product
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from encoders.base import EncoderError
-from tests.tiny import word_tokenizer
-from training.data import (
+from polyclip.encoders.errors import EncoderError
+from polyclip.training.data import (
     BatchStream,
     DataError,
     Pair,
@@ -22,38 +19,8 @@ from training.data import (
     read_pairs,
     token_lengths,
 )
-
-# Aligned toy captions in the tiny tokenizer's vocabulary (tests/tiny.py): en, de, fr.
-SUBJECTS = [("dog", "hund", "chien"), ("cat", "katze", "chat"), ("man", "mann", "homme"),
-            ("woman", "frau", "femme"), ("child", "kind", "enfant")]  # fmt: skip
-COUNTS = [("a", "ein", "un"), ("two", "zwei", "deux")]
-COLOURS = [("red", "rot", "rouge"), ("blue", "blau", "bleu")]
-VERBS = [("runs", "läuft", "court"), ("sits", "sitzt", "marche")]
-PLACES = [("in the park", "im park", "parc"), ("on the water", "auf wasser", "eau")]
-
-
-def captions(n: int, offset: int = 0) -> dict[str, list[str]]:
-    """``n`` distinct parallel captions per language (en, de, fr); at most 80."""
-    combos = list(product(COUNTS, COLOURS, SUBJECTS, VERBS, PLACES))[offset : offset + n]
-    assert len(combos) == n, "not enough distinct toy captions"
-    langs = ("en", "de", "fr")
-    return {lang: [" ".join(part[i] for part in combo) for combo in combos]
-            for i, lang in enumerate(langs)}  # fmt: skip
-
-
-def write_lines(path: Path, lines: list[str]) -> Path:
-    data = "".join(line + "\n" for line in lines).encode("utf-8")
-    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
-    return path
-
-
-def write_aligned(directory: Path, splits: dict[str, tuple[int, int]]) -> Path:
-    """Multi30k layout: ``{split}.{lang}.gz``; ``splits`` maps split → (n captions, offset)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for split, (n, offset) in splits.items():
-        for lang, lines in captions(n, offset).items():
-            write_lines(directory / f"{split}.{lang}.gz", lines)
-    return directory
+from tests.captions import captions, write_lines
+from tests.tiny import word_tokenizer
 
 
 def test_aligned_mixes_languages_gzip_and_plain(tmp_path: Path) -> None:
@@ -73,7 +40,7 @@ def test_aligned_mixes_languages_gzip_and_plain(tmp_path: Path) -> None:
 def test_aligned_errors_name_the_file(tmp_path: Path) -> None:
     write_lines(tmp_path / "train.en.gz", ["a dog", "a cat", "a man"])
     write_lines(tmp_path / "train.de.gz", ["ein hund", "eine katze"])
-    # line-aligned files are read by encoders.captions, whose errors are EncoderErrors
+    # line-aligned files are read by polyclip.encoders.captions, whose errors are EncoderErrors
     with pytest.raises(EncoderError, match=r"train\.de\.gz:3: 2 lines, but .*train\.en\.gz has 3"):
         read_pairs(tmp_path, "train", ["de"])
     with pytest.raises(EncoderError, match=r"no train\.cs\.gz or train\.cs"):

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from encoders.base import EncoderError
-from encoders.captions import read_parallel
-from encoders.load import load_text_encoder
-from encoders.metrics import evaluate_retrieval, retrieval_metrics
-from encoders.sentence import SentenceEncoder
 from polyclip.__main__ import main
+from polyclip.encoders.captions import read_parallel
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.load import load_text_encoder
+from polyclip.encoders.metrics import evaluate_retrieval, retrieval_metrics
+from polyclip.encoders.sentence import SentenceEncoder
+from polyclip.training.evaluate import language_purity
 from tests.tiny import HIDDEN, save_backbone
-from training.evaluate import language_purity
 
 SUBJECTS = [
     ("dog", "hund", "chien"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.losses import (
+from polyclip.training.losses import (
     CombinedLoss,
     ContrastiveLoss,
     DistributionalReplicationLoss,

@@ -1,4 +1,4 @@
-"""`polyclip bench train-step` on the tiny student: four settings, one report."""
+"""`polyclip train bench` on the tiny student: four settings, one report."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from polyclip.__main__ import main
-from tests.training.test_data import write_aligned
+from tests.captions import write_aligned
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_train_step_report(xlmr_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = write_aligned(tmp_path / "data", {"train": (40, 0)})
     out = tmp_path / "out"
-    argv = ["bench", "train-step", "--student", str(xlmr_dir), "--data", str(data), "--langs",
+    argv = ["train", "bench", "--student", str(xlmr_dir), "--data", str(data), "--langs",
             "de,fr", "--batch-size", "8", "--steps", "2", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     report = json.loads((out / "train_step.json").read_text())

