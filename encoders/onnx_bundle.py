@@ -206,6 +206,7 @@ class OnnxTextEncoder(TextEncoder):
 
         self.graph = _Tower(path, "text", device, runtime)
         self.info = self.graph.info
+        self.card = dict(self.graph.meta.get("card") or {})
         self.padding: str | bool = self.graph.tower.get("padding", "longest")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
 

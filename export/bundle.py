@@ -201,7 +201,7 @@ def export_bundle(model: str | Path, out: Path, opts: ExportOptions) -> dict[str
                 "arch": exports[0].arch,
                 "dual": image is not None,
             },
-            "card": dict(getattr(text, "card", {}) or {}),  # the source's polyclip.json
+            "card": dict(text.card),  # the source's polyclip.json, retention included
             "towers": towers,
             "runtime": {
                 k: v for k, v in asdict(opts.runtime).items() if not k.startswith("trt_profile")

@@ -89,6 +89,7 @@ class ServedModel:
             "max_seq_length": self.info.max_seq_length,
             "prefixes": dict(self.info.prefixes),
             "device": self.config.device,
+            "retention": self.text.card.get("retention"),
         }
 
 

@@ -90,6 +90,9 @@ class ModelEntry(BaseModel):
     prefixes: dict[str, str]
     device: str
     alias_of: str | None = None
+    # per evaluation set (e.g. "multi30k/val"): R@1 per language as a share of the base model's
+    # own-space R@1, distilled and never-distilled languages marked (students only)
+    retention: dict[str, Any] | None = None
 
 
 class ModelList(BaseModel):

@@ -67,3 +67,34 @@ def write_val(out: Path, n: int = 24, seed: int = 0) -> Path:
         with gzip.open(out / f"val.{lang}.gz", "wt", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
     return out
+
+
+# gettext catalogues, as Django ships them: English msgid → msgstr.
+HEADER = 'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+PO_ENTRIES = {
+    "de": {"Save the file": "Datei speichern", "Delete all users": "Alle Benutzer löschen",
+           "Clear all filters": "Alle Filter zurücksetzen", "Show the password": "Passwort zeigen",
+           "Model documentation": "Modelldokumentation", "Go back home": "Zurück nach Hause"},
+    "fr": {"Save the file": "Enregistrer le fichier", "Delete all users": "Supprimer tous",
+           "Clear all filters": "Effacer les filtres", "Show the password": "Afficher",
+           "Model documentation": "Documentation", "Go back home": "Go back home"},
+}  # fmt: skip
+
+
+def write_po(root: Path, lang: str, app: str = "core") -> None:
+    """``root/<app>/locale/<lang>/LC_MESSAGES/django.po``: the entries plus every kind the
+    reader must drop (fuzzy, empty, placeholder-only, one short token, plural, obsolete)."""
+    out = root / app / "locale" / lang / "LC_MESSAGES"
+    out.mkdir(parents=True, exist_ok=True)
+    body = HEADER
+    for msgid, msgstr in PO_ENTRIES[lang].items():
+        body += f'msgid "{msgid}"\nmsgstr "{msgstr}"\n\n'
+    body += '#, fuzzy\nmsgid "A fuzzy entry"\nmsgstr "Ein unscharfer Eintrag"\n\n'
+    body += 'msgid "Not translated yet"\nmsgstr ""\n\n'
+    body += 'msgid "%(value)s"\nmsgstr "%(value)s"\n\n'  # placeholder-only
+    body += 'msgid "{name} …"\nmsgstr "{name} …"\n\n'
+    body += 'msgid "OK"\nmsgstr "Gut"\n\n'  # one short token
+    body += 'msgid "%(count)s file"\nmsgid_plural "%(count)s files"\n'
+    body += 'msgstr[0] "%(count)s Datei"\nmsgstr[1] "%(count)s Dateien"\n\n'
+    body += '#~ msgid "An obsolete entry"\n#~ msgstr "Veraltet"\n'
+    (out / "django.po").write_text(body, encoding="utf-8")

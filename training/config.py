@@ -23,6 +23,8 @@ CHOICES = {
     "pooling": ("mean", "cls", "max"),
     "head": ("linear", "tanh", "none"),
     "precision": ("fp32", "fp16", "bf16"),
+    "mse_reduction": ("sum", "mean"),
+    "head_init": ("random", "lstsq"),
 }
 
 
@@ -66,6 +68,7 @@ class TrainConfig:
     val_data: str = ""  # "" = same as data; with val_split "" there is no validation
     val_split: str = "val"
     val_max: int = 0  # first N captions per language for validation (0 = all)
+    val_languages: list[str] = field(default_factory=list)  # [] = languages; may add held-out ones
     queue_data: str = ""  # DR queue anchors, one per line; "" = hold K out of the train split
     out: str = ""  # "" = artifacts/runs/<name>
     cache_dir: str = "artifacts/teacher_cache"
@@ -76,9 +79,14 @@ class TrainConfig:
     head: str = "linear"
     max_seq_length: int = 128
     freeze_embeddings: bool = False  # on CPU e5-small's 96M-param embedding dominates AdamW
+    freeze_backbone: bool = False  # train the head only (the backbone stays the base's)
+    head_init: str = "random"  # lstsq: closed-form ridge from base features to the teacher
+    ridge: float = 1e-2  # lstsq: λ, relative to the mean eigenvalue of the feature covariance
+    lstsq_max: int = 20000  # lstsq: English anchors it is fitted on (0 = all)
     # objective (each value goes only to the objectives that take it)
     loss: str = "fd"
     loss_weights: dict[str, float] = field(default_factory=dict)
+    mse_reduction: str = "sum"  # FD/ED: sum over dimensions (eqs. 1-2) or mean (ST's MSELoss)
     temperature: float = 1.0  # SD
     tau: float = 0.05  # MCL
     queue_size: int = 65536  # DR
@@ -113,8 +121,10 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.epochs < 1 and self.max_steps < 1:
-            raise ConfigError("set epochs or max_steps to at least 1")
+        if self.epochs < 1 and self.max_steps < 1 and self.head_init != "lstsq":
+            raise ConfigError("set epochs or max_steps to at least 1 (0 only with head_init lstsq)")
+        if self.head_init == "lstsq" and self.head == "none":
+            raise ConfigError("head_init lstsq fits a head: use head linear or tanh")
         if not self.languages:
             raise ConfigError("languages must name at least one language")
         parse_objectives(self.loss, self.loss_weights)

@@ -1,12 +1,16 @@
-"""Cross-lingual retrieval in the teacher's space, and the language-purity analysis (§6.2).
+"""Cross-lingual retrieval in the teacher's space, retention, and language purity (§6.2).
 
 Documents are the teacher's embeddings of the English captions and queries a model's embeddings
 of the same captions in language X, so Recall@k says whether a student's X lands where the
 teacher put the English, i.e. whether it can query an index the teacher built. Two baselines
 frame that: the teacher itself on X (no student at all) and the student's base model in its own
 space (what multilingual pre-training alone reaches, with its e5 ``query:``/``passage:``
-prefixes). Language purity asks whether embeddings cluster by language instead of by meaning.
-The retrieval scoring itself is :mod:`polyclip.encoders.metrics`, shared with export and bench.
+prefixes). Each student's retention is its R@1 over the base's, per language, for the languages
+it was distilled on and the others (:mod:`polyclip.training.retention`). Two purity figures ask
+whether embeddings group by language instead of by meaning: the share of same-language
+neighbours among each embedding's 10 nearest, and the paper's clustering purity (k-means into as
+many clusters as languages; the share of points in their cluster's majority language). The
+retrieval scoring itself is :mod:`polyclip.encoders.metrics`, shared with export and bench.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from polyclip.encoders.errors import EncoderError
 from polyclip.encoders.load import load_text_encoder
 from polyclip.encoders.metrics import METRICS, encode_languages, score_languages
 from polyclip.encoders.report import new_figure
+from polyclip.training.retention import retention_table, similarity_preservation
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,7 @@ _PURITY_CHUNK = 1024  # rows of the similarity matrix held at once
 
 
 # ---------------------------------------------------------------- representation analysis
-def language_purity(embeddings_by_lang: Mapping[str, np.ndarray], k: int = PURITY_K) -> float:
+def neighbour_purity(embeddings_by_lang: Mapping[str, np.ndarray], k: int = PURITY_K) -> float:
     """Mean share of each embedding's k cosine neighbours (itself excluded) in its own language.
 
     Neighbours come from the pooled embeddings of parallel captions in all languages. 1.0 means
@@ -56,6 +61,22 @@ def language_purity(embeddings_by_lang: Mapping[str, np.ndarray], k: int = PURIT
     return same / (len(x) * k)
 
 
+def cluster_purity(embeddings_by_lang: Mapping[str, np.ndarray], seed: int = 0) -> float:
+    """k-means (k = number of languages) on the pooled unit embeddings; the share of points in
+    their cluster's majority language. 1.0: the clusters are the languages; near 1/k: they are
+    not (parallel captions of one meaning fall together)."""
+    from sklearn.cluster import KMeans
+
+    sizes = [len(e) for e in embeddings_by_lang.values()]
+    if len(sizes) < 2:
+        raise EncoderError("clustering purity needs embeddings in at least two languages")
+    x = l2_normalize(np.concatenate(list(embeddings_by_lang.values())).astype(np.float32))
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    clusters = KMeans(n_clusters=len(sizes), n_init=4, random_state=seed).fit_predict(x)
+    majority = sum(np.bincount(labels[clusters == c]).max() for c in np.unique(clusters))
+    return float(majority / len(x))
+
+
 def pca_2d(embeddings_by_lang: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Project the pooled embeddings on their top two principal axes (deterministic signs)."""
     x = np.concatenate(list(embeddings_by_lang.values())).astype(np.float64)
@@ -70,7 +91,7 @@ def pca_2d(embeddings_by_lang: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
 # ---------------------------------------------------------------- several models, one report
 @dataclass
 class ModelResult:
-    """One table row: a model or baseline, its retrieval numbers and its purity."""
+    """One table row: a model or baseline, its retrieval numbers, purity and retention."""
 
     label: str
     role: str  # "teacher", "base" or "student"
@@ -78,12 +99,16 @@ class ModelResult:
     path: str
     languages: dict[str, dict[str, float]]
     avg: dict[str, float]
-    purity: float
+    neighbour_purity: float  # same-language share of the 10 nearest neighbours
+    cluster_purity: float  # k-means into as many clusters as languages
     projection: dict[str, np.ndarray] = field(repr=False)  # PCA points per language, not saved
+    queries: dict[str, np.ndarray] = field(repr=False)  # per language, not saved
+    retention: dict[str, Any] | None = None  # students, when the base was evaluated
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("projection")
+        out.pop("queries")
         return out
 
 
@@ -103,8 +128,10 @@ def _result(
         space,
         path,
         **score_languages(queries, docs),
-        purity=language_purity(queries, purity_k),
+        neighbour_purity=neighbour_purity(queries, purity_k),
+        cluster_purity=cluster_purity(queries),
         projection=pca_2d(queries),
+        queries=queries,
     )
 
 
@@ -142,7 +169,18 @@ def evaluate_models(
         log.info("student %s", path)
         enc = load_text_encoder(path, device=device)
         queries = encode_languages(enc, data, [*langs, "en"], "query")
-        results.append(_result(enc.info.name, "student", "teacher", path, queries, docs, purity_k))
+        result = _result(enc.info.name, "student", "teacher", path, queries, docs, purity_k)
+        if base:
+            own = results[1]
+            similarity = {
+                lang: similarity_preservation(result.queries[lang], own.queries[lang])
+                for lang in langs
+            }
+            distilled = getattr(enc, "card", {}).get("languages", [])
+            result.retention = retention_table(
+                result.languages, own.languages, distilled, similarity, len(docs)
+            )
+        results.append(result)
     labels = [r.label for r in results]
     for r in results:  # two students saved under the same name stay apart in the table
         if labels.count(r.label) > 1:
@@ -154,7 +192,8 @@ def evaluate_models(
 def markdown_table(results: Sequence[ModelResult], langs: Sequence[str]) -> str:
     """Rows are models, columns R@1/5/10 (%) and MRR@10 per language, the X average, en, purity."""
     groups = [*langs, "avg", "en"]
-    head = ["model", "space", *(f"{g} {m.upper()}" for g in groups for m in METRICS), "purity"]
+    head = ["model", "space", *(f"{g} {m.upper()}" for g in groups for m in METRICS),
+            "nbr purity@10", "cluster purity"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         cells = [r.label, r.space]
@@ -163,7 +202,41 @@ def markdown_table(results: Sequence[ModelResult], langs: Sequence[str]) -> str:
             cells += [
                 f"{metrics[m]:.3f}" if m == "mrr@10" else f"{metrics[m]:.1f}" for m in METRICS
             ]
-        cells.append(f"{r.purity:.3f}")
+        cells += [f"{r.neighbour_purity:.3f}", f"{r.cluster_purity:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def retention_markdown(results: Sequence[ModelResult], langs: Sequence[str]) -> str:
+    """Per student and language: R@1 in the teacher's space, the base's own R@1, retention, ρ."""
+    rows = [r for r in results if r.retention]
+    if not rows:
+        return ""
+    head = ["model", *langs, "mean distilled", "mean held-out"]
+    lines = [
+        "Retention = student R@1 (student(X) → teacher(en)) / base R@1 (base(X) → base(en));"
+        " \\* = distilled on that language; ρ = how well the student keeps the base's pairwise"
+        " similarities of the same texts (Spearman).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in rows:
+        table = r.retention or {}
+        cells = [r.label]
+        for lang in langs:
+            row = table["languages"].get(lang)
+            if row is None or row["retention"] is None:
+                cells.append("–")
+                continue
+            star = "\\*" if row["distilled"] else ""
+            cells.append(
+                f"{row['retention']:.2f}{star} ({row['student']['r@1']:.1f} / "
+                f"{row['base']['r@1']:.1f}; ρ {row.get('similarity_rho', float('nan')):.2f})"
+            )
+        for kind in ("distilled", "held_out"):
+            value = table["mean"][kind]
+            cells.append("–" if value is None else f"{value:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -193,7 +266,11 @@ def plot_projection(results: Sequence[ModelResult]) -> Figure:
     for ax, r in zip(axes[0], results, strict=True):
         for lang, pts in r.projection.items():
             ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.5, label=lang)
-        ax.set_title(f"{r.label}\nlanguage purity {r.purity:.2f}", fontsize="medium")
+        ax.set_title(
+            f"{r.label}\nneighbour purity {r.neighbour_purity:.2f}, "
+            f"cluster purity {r.cluster_purity:.2f}",
+            fontsize="medium",
+        )
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0][0].legend(markerscale=3, fontsize="small")

@@ -2,9 +2,14 @@
 
 One ``nn.Module`` per objective (FD, ED, SD, MCL, DR, as compared in arXiv 2510.26271), each
 returning a dict of named loss terms, and :func:`build_loss` which combines them by name, e.g.
-``build_loss("dr+fd", dim=512)``. Every objective takes the same three tensors, B rows of width D:
+``build_loss("dr+fd", dim=512)``. Every objective takes the same three inputs, B rows of width D:
 
-- ``z_t``: the teacher embedding of the English anchor; it is a target, so it is always detached;
+- ``z_t``: the teacher embedding of the English anchor; it is a target, so it is always detached.
+  Either a ``(B, D)`` tensor or a :class:`Targets`: the teacher rows of the whole *global* batch
+  (all DDP ranks, all accumulation steps), which of them are this pass's positives, and which
+  rows share an English anchor. Contrastive objectives take their negatives (MCL) and current
+  batch keys (DR) from the global batch, and never count another copy of a row's own anchor
+  (the same English caption paired with its German and French translations) as a negative;
 - ``z_s_x``: the student embedding of the other-language text;
 - ``z_s_en``: the student embedding of the English text, only for objectives with
   ``needs_student_en`` (for the others the trainer can skip that forward pass).
@@ -17,13 +22,46 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyclip.training.config import parse_objectives
+
+Reduction = Literal["sum", "mean"]
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The teacher side of one student pass.
+
+    ``z`` holds the teacher rows of the global batch (G, D); ``pos`` says which of them are this
+    pass's B positives, in order; rows with equal ``anchors`` share one English anchor.
+    """
+
+    z: Tensor
+    anchors: Tensor
+    pos: Tensor
+
+    @classmethod
+    def local(cls, z_t: Tensor, anchors: Tensor | None = None) -> Targets:
+        """A batch that is its own global batch (one device, no accumulation)."""
+        rows = torch.arange(len(z_t), device=z_t.device)
+        return cls(z_t.detach(), rows if anchors is None else anchors.to(z_t.device), rows)
+
+    @property
+    def rows(self) -> Tensor:
+        """The positives, (B, D)."""
+        return self.z[self.pos]
+
+    def same_anchor(self) -> Tensor:
+        """(B, G) bool: column j is another row of positive i's own anchor (a false negative)."""
+        same = self.anchors[self.pos][:, None] == self.anchors[None, :]
+        same[torch.arange(len(self.pos), device=same.device), self.pos] = False
+        return same
 
 
 class DistillationLoss(nn.Module):
@@ -36,8 +74,8 @@ class DistillationLoss(nn.Module):
     name: ClassVar[str]
     needs_student_en: ClassVar[bool] = False
 
-    def prepare(self, z_t: Tensor) -> Any:
-        return z_t
+    def prepare(self, targets: Targets) -> Any:
+        return targets.rows
 
     def term(self, z_s: Tensor, target: Any) -> Tensor:
         raise NotImplementedError
@@ -46,9 +84,10 @@ class DistillationLoss(nn.Module):
         return {self.name: (x + en) / 2}
 
     def forward(
-        self, z_t: Tensor, z_s_x: Tensor, z_s_en: Tensor | None = None
+        self, z_t: Tensor | Targets, z_s_x: Tensor, z_s_en: Tensor | None = None
     ) -> dict[str, Tensor]:
-        target = self.prepare(z_t.detach())
+        targets = z_t if isinstance(z_t, Targets) else Targets.local(z_t)
+        target = self.prepare(targets)
         x = self.term(z_s_x, target)
         if not self.needs_student_en:
             return {self.name: x}
@@ -58,24 +97,38 @@ class DistillationLoss(nn.Module):
 
 
 class FeatureDistillationLoss(DistillationLoss):
-    """FD: ``MSE(z_s_x, z_t)``, mean over all elements, on raw (unnormalised) embeddings.
+    """FD: ``‖z_s_x − z_t‖²``, summed over the D dimensions, mean over the batch (eq. 1).
 
     Reimers & Gurevych 2020, "Making monolingual sentence embeddings multilingual using
-    knowledge distillation" (sentence-transformers ``MSELoss``).
+    knowledge distillation", on raw (unnormalised) embeddings. ``reduction="mean"`` also averages
+    over the dimensions, as sentence-transformers' ``MSELoss`` and ``F.mse_loss`` do: the same
+    minimum at 1/D of the scale, which matters little for FD alone under AdamW but gives FD
+    1/D of its intended weight in a sum such as DR+FD.
     """
 
     name = "fd"
 
+    def __init__(self, reduction: Reduction = "sum") -> None:
+        super().__init__()
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        self.reduction = reduction
+
     def term(self, z_s: Tensor, target: Tensor) -> Tensor:
-        return F.mse_loss(z_s, target)
+        if self.reduction == "mean":
+            return F.mse_loss(z_s, target)
+        return (z_s - target).pow(2).sum(dim=-1).mean()
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
 
 
 class EmbeddingDistillationLoss(FeatureDistillationLoss):
-    """ED: ``MSE(z_s_x, z_t) + MSE(z_s_en, z_t)``, returned as terms ``ed_x`` and ``ed_en``.
+    """ED: ``‖z_s_x − z_t‖² + ‖z_s_en − z_t‖²`` (eq. 2), terms ``ed_x`` and ``ed_en``.
 
-    Reimers & Gurevych 2020 (dual teacher-student MSE). The two terms are SUMMED, as in the
-    paper being reproduced; sentence-transformers averages them, which is the same objective at
-    half the scale (so half the effective learning rate).
+    Reimers & Gurevych 2020 (dual teacher-student MSE), reduced as FD. The two terms are
+    SUMMED, as in the paper being reproduced; sentence-transformers averages them, which is the
+    same objective at half the scale (so half the effective learning rate).
     """
 
     name = "ed"
@@ -98,8 +151,8 @@ class SoftDistillationLoss(DistillationLoss):
         super().__init__()
         self.temperature = temperature
 
-    def prepare(self, z_t: Tensor) -> Tensor:
-        return F.softmax(z_t / self.temperature, dim=-1)
+    def prepare(self, targets: Targets) -> Tensor:
+        return F.softmax(targets.rows / self.temperature, dim=-1)
 
     def term(self, z_s: Tensor, target: Tensor) -> Tensor:
         log_p = F.log_softmax(z_s / self.temperature, dim=-1)
@@ -112,8 +165,10 @@ class SoftDistillationLoss(DistillationLoss):
 class ContrastiveLoss(DistillationLoss):
     """MCL: student→teacher InfoNCE with in-batch negatives, averaged over both student passes.
 
-    ``logits = normalize(z_s) @ normalize(z_t).T / tau``; row i's positive is teacher i.
-    Carlsson et al. 2022 (M-CLIP) and van den Oord et al. 2018 (InfoNCE).
+    ``logits = normalize(z_s) @ normalize(z_t_global).T / tau``; row i's positive is its own
+    teacher row; the other rows of the global batch are negatives, except other copies of the
+    same English anchor, which are masked out. Carlsson et al. 2022 (M-CLIP) and van den Oord et
+    al. 2018 (InfoNCE).
     """
 
     name = "mcl"
@@ -123,12 +178,13 @@ class ContrastiveLoss(DistillationLoss):
         super().__init__()
         self.tau = tau
 
-    def prepare(self, z_t: Tensor) -> Tensor:
-        return F.normalize(z_t, dim=-1)
+    def prepare(self, targets: Targets) -> tuple[Tensor, Tensor, Tensor]:
+        return F.normalize(targets.z, dim=-1), targets.pos, targets.same_anchor()
 
-    def term(self, z_s: Tensor, target: Tensor) -> Tensor:
-        logits = F.normalize(z_s, dim=-1) @ target.T / self.tau
-        return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+    def term(self, z_s: Tensor, target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        keys, pos, masked = target
+        logits = F.normalize(z_s, dim=-1) @ keys.T / self.tau
+        return F.cross_entropy(logits.masked_fill(masked, float("-inf")), pos)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}"
@@ -138,9 +194,10 @@ class DistributionalReplicationLoss(DistillationLoss):
     """DR: match the teacher's similarity distribution over a queue of teacher embeddings.
 
     ConGen, Limkonchotiwat et al. 2022. With all embeddings L2-normalised and
-    ``keys = [queue; z_t]`` (K + B rows, so each teacher row peaks on its own column),
+    ``keys = [queue; z_t_global]`` (K + G rows, so each teacher row peaks on its own column),
     ``p_T = softmax(z_t·keysᵀ/tau_teacher)``, ``log p_S = log_softmax(z_s·keysᵀ/tau_student)`` and
-    the loss is the batch mean of ``-Σ p_T log p_S``, averaged over both student passes.
+    the loss is the batch mean of ``-Σ p_T log p_S``, averaged over both student passes. Batch
+    columns that are other copies of a row's own anchor are left out of both distributions.
 
     The queue is a FIFO of K teacher embeddings stored as a ring buffer (``queue``, ``queue_ptr``;
     both buffers, so they are checkpointed). Fill it once with :meth:`init_queue`; the trainer
@@ -192,17 +249,21 @@ class DistributionalReplicationLoss(DistillationLoss):
         """The queue in FIFO order, oldest entry first."""
         return torch.roll(self.queue, shifts=-int(self.queue_ptr), dims=0)
 
-    def prepare(self, z_t: Tensor) -> tuple[Tensor, Tensor]:
+    def prepare(self, targets: Targets) -> tuple[Tensor, Tensor, Tensor]:
         if not self.queue_ready:
             raise RuntimeError("DR queue is empty: call init_queue() before training")
-        z_t = F.normalize(z_t, dim=-1)
-        keys = torch.cat([self.queue, z_t])
-        return keys, F.softmax(z_t @ keys.T / self.tau_teacher, dim=-1)
+        batch = F.normalize(targets.z, dim=-1)
+        keys = torch.cat([self.queue, batch])
+        masked = targets.same_anchor()
+        masked = torch.cat([masked.new_zeros(len(masked), len(self.queue)), masked], dim=1)
+        logits = batch[targets.pos] @ keys.T / self.tau_teacher
+        return keys, F.softmax(logits.masked_fill(masked, float("-inf")), dim=-1), masked
 
-    def term(self, z_s: Tensor, target: tuple[Tensor, Tensor]) -> Tensor:
-        keys, p_t = target
-        log_p_s = F.log_softmax(F.normalize(z_s, dim=-1) @ keys.T / self.tau_student, dim=-1)
-        return -(p_t * log_p_s).sum(dim=-1).mean()
+    def term(self, z_s: Tensor, target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        keys, p_t, masked = target
+        logits = F.normalize(z_s, dim=-1) @ keys.T / self.tau_student
+        log_p_s = F.log_softmax(logits.masked_fill(masked, float("-inf")), dim=-1)
+        return -(p_t * log_p_s.masked_fill(masked, 0.0)).sum(dim=-1).mean()
 
     def extra_repr(self) -> str:
         size, dim = self.queue.shape
@@ -250,7 +311,7 @@ class CombinedLoss(nn.Module):
         return drs[0] if drs else None
 
     def forward(
-        self, z_t: Tensor, z_s_x: Tensor, z_s_en: Tensor | None = None
+        self, z_t: Tensor | Targets, z_s_x: Tensor, z_s_en: Tensor | None = None
     ) -> dict[str, Tensor]:
         terms = {
             key: self.weights[name] * value
@@ -269,9 +330,9 @@ def build_loss(
     """Build the objectives named in ``spec`` (e.g. ``"dr+ed"``, case-insensitive).
 
     ``weights`` maps objective names to λ (default 1). ``kwargs`` go to each objective whose
-    constructor takes them (``temperature``, ``tau``, ``dim``, ``queue_size``, ``tau_teacher``,
-    ``tau_student``); ones meant for objectives not in ``spec`` are ignored, so one recipe can
-    hold them all, but a name no objective takes is an error.
+    constructor takes them (``reduction``, ``temperature``, ``tau``, ``dim``, ``queue_size``,
+    ``tau_teacher``, ``tau_student``); ones meant for objectives not in ``spec`` are ignored, so
+    one recipe can hold them all, but a name no objective takes is an error.
     """
     names = parse_objectives(spec, dict(weights or {}))
     params = {name: inspect.signature(cls).parameters for name, cls in LOSSES.items()}

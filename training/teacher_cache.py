@@ -6,12 +6,16 @@ read the rows back: on Multi30k that turns ~29k teacher passes per epoch into ze
 
 Layout of one cache (one teacher, one anchor kind, under ``root/<teacher>-<anchor>-<key>/``)::
 
-    cache.json          teacher, space, dim, and per shard: rows planned and rows done
+    cache.json          teacher, space, dim
     00000.keys.jsonl    the anchors of shard 0, one JSON string per line (row i = line i)
+    00000.json          rows planned and rows done
     00000.npy           float32 (rows, dim), written in chunks through np.lib.format.open_memmap
 
 New anchors become a new shard. A shard's keys are written before its rows and ``done`` is
-advanced only after each chunk is flushed, so an interrupted run resumes where it stopped.
+advanced only after each chunk is flushed, so an interrupted run resumes where it stopped. Under
+``torchrun`` every rank fills its own share of the new anchors in its own shard files
+(``00001-000``, ``00001-001``, ...), so the teacher pass is split across the GPUs instead of
+rank 0 doing it while the others wait.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 Anchor = Literal["text", "image"]
 EncodeFn = Callable[[list[str]], np.ndarray]
 STATE = "cache.json"
-FORMAT = 1
+FORMAT = 2  # 1 kept the shard list in cache.json; it is converted on open
 
 
 def teacher_key(space: str, anchor: Anchor, prefix: str = "") -> str:
@@ -66,12 +70,12 @@ class TeacherCache:
         self.encode = encode
         self.chunk_rows = chunk_rows
         self.dir.mkdir(parents=True, exist_ok=True)
-        fresh = {"format": FORMAT, "dim": 0, "shards": [], **(meta or {})}
-        self.state: dict[str, Any] = _read_state(self.dir / STATE) or fresh
+        fresh = {"format": FORMAT, "dim": 0, **(meta or {})}
+        self.state: dict[str, Any] = _read_state(self.dir) or fresh
         self._index: dict[str, int] = {}
         self._arrays: list[np.ndarray] = []
         self._offsets = np.zeros(1, dtype=np.int64)
-        self._load_index()
+        self.refresh()
 
     @classmethod
     def for_teacher(
@@ -146,21 +150,38 @@ class TeacherCache:
     def get(self, keys: Sequence[str]) -> np.ndarray:
         return self.take(self.rows(keys))
 
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        """Every shard's state (``name``, ``rows``, ``done``), in name order."""
+        names = sorted(p.name.removesuffix(".keys.jsonl") for p in self.dir.glob("*.keys.jsonl"))
+        return [{"name": n, **json.loads((self.dir / f"{n}.json").read_text())} for n in names]
+
     # ---- writing -----------------------------------------------------------------------
-    def ensure(self, keys: Sequence[str], *, desc: str = "teacher cache") -> int:
-        """Compute and store every key not cached yet; returns how many rows were computed."""
-        for shard in self.state["shards"]:  # an interrupted shard first: its keys are fixed
-            if shard["done"] < shard["rows"]:
-                self._fill(shard, desc)
-        missing = [k for k in dict.fromkeys(keys) if k not in self._index]
-        if missing:
-            name = f"{len(self.state['shards']):05d}"
-            _write_keys(self.dir / f"{name}.keys.jsonl", missing)
-            shard = {"name": name, "rows": len(missing), "done": 0}
-            self.state["shards"].append(shard)
-            self._save_state()
+    def ensure(
+        self, keys: Sequence[str], *, rank: int = 0, world: int = 1, desc: str = "teacher cache"
+    ) -> int:
+        """Compute and store every key not cached yet; returns how many new anchors it added.
+
+        With ``world`` > 1 every rank calls this with the same keys on the same snapshot of the
+        cache (opened on every rank, then a barrier) and fills only its own share; a barrier
+        and :meth:`refresh` afterwards let every rank read all of them.
+        """
+        shards = self._snapshot  # as of the last refresh: the same on every rank
+        pending = [s for s in shards if s["done"] < s["rows"]]  # an interrupted run's
+        planned = {k for s in pending for k in _read_keys(self.dir / f"{s['name']}.keys.jsonl")}
+        missing = [k for k in dict.fromkeys(keys) if k not in self._index and k not in planned]
+        mine = [s for i, s in enumerate(pending) if i % world == rank]
+        part = missing[rank * len(missing) // world : (rank + 1) * len(missing) // world]
+        if part:
+            name = f"{len(shards):05d}" + (f"-{rank:03d}" if world > 1 else "")
+            shard = {"name": name, "rows": len(part), "done": 0}
+            self._save_shard(shard)  # before the keys: a shard is the keys file, once written
+            _write_keys(self.dir / f"{name}.keys.jsonl", part)
+            mine.append(shard)
+        for shard in mine:
             self._fill(shard, desc)
-        return len(missing)
+        self.refresh()
+        return len(part)
 
     def _fill(self, shard: dict[str, Any], desc: str) -> None:
         keys = _read_keys(self.dir / f"{shard['name']}.keys.jsonl")
@@ -174,7 +195,9 @@ class TeacherCache:
                 chunk = keys[start : start + self.chunk_rows]
                 emb = np.asarray(self.encode(chunk), dtype=np.float32)
                 if array is None:
-                    self.state["dim"] = self.state["dim"] or emb.shape[1]
+                    if not self.state["dim"]:
+                        self.state["dim"] = emb.shape[1]
+                        self._save_state()
                     array = np.lib.format.open_memmap(
                         npy, mode="w+", dtype=np.float32, shape=(shard["rows"], self.dim)
                     )
@@ -185,22 +208,27 @@ class TeacherCache:
                 array[start : start + len(chunk)] = emb
                 array.flush()
                 shard["done"] = start + len(chunk)
-                self._save_state()
+                self._save_shard(shard)
                 bar.update(len(chunk))
         del array
-        self._load_index()
 
     def _save_state(self) -> None:
-        tmp = self.dir / f"{STATE}.tmp"
-        tmp.write_text(json.dumps(self.state, indent=1), encoding="utf-8")
-        os.replace(tmp, self.dir / STATE)
+        _write_json(self.dir / STATE, self.state)
 
-    def _load_index(self) -> None:
-        """Map every finished shard's keys to global rows; shards open read-only, memory-mapped."""
+    def _save_shard(self, shard: dict[str, Any]) -> None:
+        _write_json(self.dir / f"{shard['name']}.json", {k: shard[k] for k in ("rows", "done")})
+
+    def refresh(self) -> None:
+        """Map every finished shard's keys to global rows; shards open read-only, memory-mapped.
+
+        Other processes may have added shards (other ranks): the dimension is re-read too.
+        """
+        self.state["dim"] = self.state["dim"] or (_read_state(self.dir) or {}).get("dim", 0)
+        self._snapshot = self.shards
         self._index, self._arrays, offsets = {}, [], [0]
-        for shard in self.state["shards"]:
+        for shard in self._snapshot:
             if shard["done"] < shard["rows"]:
-                break
+                continue
             base = offsets[-1]
             keys = _read_keys(self.dir / f"{shard['name']}.keys.jsonl")
             self._index.update((k, base + i) for i, k in enumerate(keys))
@@ -209,13 +237,26 @@ class TeacherCache:
         self._offsets = np.asarray(offsets, dtype=np.int64)
 
 
-def _read_state(path: Path) -> dict[str, Any] | None:
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_state(directory: Path) -> dict[str, Any] | None:
+    """``cache.json``; a format-1 cache (shard list inside it) is converted in place."""
+    path = directory / STATE
     if not path.exists():
         return None
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(f"{path} is corrupt ({e.msg}); delete that cache directory") from e
+    if state.get("format") == 1:
+        for shard in state.pop("shards", []):
+            _write_json(directory / f"{shard['name']}.json", shard)
+        state["format"] = FORMAT
+        _write_json(path, state)
     if state.get("format") != FORMAT:
         raise DataError(f"{path}: cache format {state.get('format')}, expected {FORMAT}")
     return state

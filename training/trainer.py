@@ -48,7 +48,9 @@ from polyclip.training.data import (
     read_pairs,
     token_lengths,
 )
-from polyclip.training.losses import build_loss
+from polyclip.training.heads import feature_cache, init_head_lstsq
+from polyclip.training.losses import Targets, build_loss
+from polyclip.training.retention import retention_table, similarity_preservation
 from polyclip.training.teacher_cache import TeacherCache
 
 log = logging.getLogger(__name__)
@@ -129,11 +131,14 @@ class Trainer:
             pooling=cfg.pooling, head=cfg.head, prefixes={},  # type: ignore[arg-type]
             max_seq_length=cfg.max_seq_length, name=cfg.name, device=str(self.dev),
         )  # fmt: skip
+        self.head_fit: dict[str, Any] = {}
+        if cfg.head_init == "lstsq":
+            self._fit_head()
         torch.manual_seed(cfg.seed + self.ctx.rank)  # dropout differs between ranks
         self.loss = build_loss(
             cfg.loss, cfg.loss_weights or None, dim=self.cache.dim, queue_size=cfg.queue_size,
-            temperature=cfg.temperature, tau=cfg.tau, tau_teacher=cfg.tau_teacher,
-            tau_student=cfg.tau_student,
+            reduction=cfg.mse_reduction, temperature=cfg.temperature, tau=cfg.tau,
+            tau_teacher=cfg.tau_teacher, tau_student=cfg.tau_student,
         ).to(self.dev)  # fmt: skip
         if self.loss.dr is not None:
             queue = self.cache.get(self.queue_keys)
@@ -148,6 +153,7 @@ class Trainer:
         self._build_optimisation()
         self.step, self.wall_before = 0, 0.0
         self.early = EarlyStopping(cfg.patience)
+        self.base_val = self._base_scores() if self.ctx.main and self.val else {}
 
     # ---- setup -------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -157,9 +163,12 @@ class Trainer:
             self.data_dir, cfg.train_split, cfg.languages, limit=cfg.train_max
         )
         val: list[Pair] = []
+        self.val_source = ""
         if cfg.val_split:
-            source = cfg.val_data or self.data_dir
-            val, _ = read_pairs(source, cfg.val_split, cfg.languages, limit=cfg.val_max)
+            source = Path(cfg.val_data) if cfg.val_data else self.data_dir
+            langs = cfg.val_languages or cfg.languages
+            val, _ = read_pairs(source, cfg.val_split, langs, limit=cfg.val_max)
+            self.val_source = f"{source.name}/{cfg.val_split}"
         keys = [self._key(p) for p in pairs]
         self.queue_keys: list[str] = []
         if "dr" in {name.strip().lower() for name in cfg.loss.split("+")}:
@@ -172,20 +181,69 @@ class Trainer:
         self.pairs = pairs
         resolve_model_dir(cfg.student)  # a wrong path fails now, not after the teacher pass
         val_keys = [self._key(p) for p in val]
-        if self.ctx.main:  # one rank runs the teacher; the others read what it wrote
-            self.cache = self._open_cache()
-            self.cache.ensure([*keys, *val_keys, *self.queue_keys])
-        if self.ctx.world > 1:
-            dist.barrier()
-        if not self.ctx.main:
-            self.cache = self._open_cache()
+        self.cache = self._open_cache()
+        self._fill(self.cache, [*keys, *val_keys, *self.queue_keys])
         self.rows = self.cache.rows(keys)
         self.val: dict[str, tuple[list[str], np.ndarray]] = {}
-        for lang in cfg.languages:
-            subset = [(p.text, k) for p, k in zip(val, val_keys, strict=True) if p.lang == lang]
+        self.val_en: dict[str, list[str]] = {}
+        for lang in cfg.val_languages or cfg.languages:
+            subset = [p for p in val if p.lang == lang]
             if subset:
-                texts, anchors = zip(*subset, strict=True)
-                self.val[lang] = (list(texts), self.cache.get(anchors))
+                anchors = [self._key(p) for p in subset]
+                self.val[lang] = ([p.text for p in subset], self.cache.get(anchors))
+                self.val_en[lang] = [p.en for p in subset]
+
+    def _fill(self, cache: TeacherCache, keys: list[str]) -> None:
+        """Every rank embeds its share of the missing keys, then all read every share."""
+        if self.ctx.world > 1:
+            dist.barrier()  # every rank opened the same snapshot of the cache
+        cache.ensure(keys, rank=self.ctx.rank, world=self.ctx.world)
+        if self.ctx.world > 1:
+            dist.barrier()
+            cache.refresh()
+
+    def _fit_head(self) -> None:
+        """Closed-form head: ridge from the base's pooled features of English anchors to the
+        teacher rows (seeded sample of at most ``lstsq_max`` anchors; features cached)."""
+        cfg = self.cfg
+        anchors = list(dict.fromkeys(zip((p.en for p in self.pairs), self.rows, strict=True)))
+        if cfg.lstsq_max and len(anchors) > cfg.lstsq_max:
+            pick = np.random.default_rng(cfg.seed).choice(len(anchors), cfg.lstsq_max, False)
+            anchors = [anchors[i] for i in sorted(pick)]
+        texts = [t for t, _ in anchors]
+        features = feature_cache(cfg.cache_dir, self.student, resolve_model_dir(cfg.student))
+        self._fill(features, texts)
+        targets = self.cache.take(np.array([r for _, r in anchors], dtype=np.int64))
+        cosine = init_head_lstsq(self.student, features.get(texts), targets, cfg.ridge)
+        self.head_fit = {"anchors": len(texts), "ridge": cfg.ridge, "fit_cosine": round(cosine, 4)}
+
+    def _base_scores(self) -> dict[str, dict[str, float]]:
+        """The base model in its own space on the validation set (with its own prefixes), and
+        its query embeddings: the reference retention and similarity drift are measured to."""
+        base = SentenceEncoder.load(self.cfg.student, device=str(self.dev))
+        scores: dict[str, dict[str, float]] = {}
+        self.base_queries: dict[str, np.ndarray] = {}
+        for lang, (texts, _) in self.val.items():
+            q = base.encode(texts, prefix="query", batch_size=self.cfg.eval_batch_size)
+            d = base.encode(
+                self.val_en[lang], prefix="passage", batch_size=self.cfg.eval_batch_size
+            )
+            scores[lang] = retrieval_metrics(q, d)
+            self.base_queries[lang] = q
+        return scores
+
+    def _retention(
+        self, scores: dict[str, dict[str, float]], queries: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
+        if not self.base_val:
+            return {}
+        similarity = {
+            lang: similarity_preservation(q, self.base_queries[lang])
+            for lang, q in queries.items()
+            if len(q) >= 3
+        }
+        docs = len(next(iter(self.val.values()))[1])
+        return retention_table(scores, self.base_val, self.cfg.languages, similarity, docs)
 
     def _open_cache(self) -> TeacherCache:
         cfg = self.cfg
@@ -205,6 +263,8 @@ class Trainer:
         cfg, model = self.cfg, self.student.model
         if cfg.freeze_embeddings:
             model.backbone.get_input_embeddings().weight.requires_grad_(False)
+        if cfg.freeze_backbone:
+            model.backbone.requires_grad_(False)
         self.params = [p for p in model.parameters() if p.requires_grad]
         groups = [  # no weight decay on biases and LayerNorm weights, as BERT trains
             {"params": [p for p in self.params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
@@ -242,8 +302,8 @@ class Trainer:
         if main:
             self._start_run_dir(resumed)
         t0 = time.perf_counter()
-        if self.val and self.step == 0:
-            self._evaluate(select=False)  # the untrained baseline, for the record
+        if self.val and self.step == 0:  # the untrained baseline, for the record; with no
+            self._evaluate(select=self.total_steps == 0)  # steps at all, it is the student
         window: dict[str, float] = defaultdict(float)
         n, t_log, stop = 0, time.perf_counter(), False
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not main, unit="step")
@@ -270,7 +330,7 @@ class Trainer:
         self.wall_before += time.perf_counter() - t0
         if main:
             if not self.val:
-                self._save_student({})
+                self._save_student({}, {})
             self._finish_card(stopped_early=stop)
         return {
             "out": str(self.out),
@@ -283,20 +343,28 @@ class Trainer:
     def _step(self, idx: np.ndarray) -> dict[str, float]:
         """One optimizer step over a global batch: this rank's share in ``grad_accum`` parts."""
         cfg, accum = self.cfg, self.cfg.grad_accum
-        micro = idx.reshape(accum, self.ctx.world, -1)[:, self.ctx.rank]
+        # Every rank holds the teacher rows of the whole global batch: contrastive negatives
+        # and DR's batch keys come from it; equal cache rows are one English anchor.
+        z_all = torch.from_numpy(self.cache.take(self.rows[idx])).to(self.dev)
+        anchors = torch.from_numpy(self.rows[idx]).to(self.dev)
+        micro = np.arange(len(idx)).reshape(accum, self.ctx.world, -1)[:, self.ctx.rank]
         sums: dict[str, float] = defaultdict(float)
-        for i, part in enumerate(micro):
+        for i, pos in enumerate(micro):
             quiet = self.ctx.world > 1 and i < accum - 1  # all-reduce on the last part only
             with self.model.no_sync() if quiet else nullcontext():  # type: ignore[operator]
-                z_t = torch.from_numpy(self.cache.take(self.rows[part])).to(self.dev)
+                part = idx[pos]
                 texts = [self.pairs[j].text for j in part]
                 if self.loss.needs_student_en:  # one padded pass over both languages
                     texts += [self.pairs[j].en for j in part]
-                batch = self.student.tokenize(texts)
+                unique = list(dict.fromkeys(texts))  # English-only pairs need one pass, not two
+                where = {t: k for k, t in enumerate(unique)}
+                batch = self.student.tokenize(unique)
                 with torch.autocast(self.dev.type, dtype=self.amp, enabled=self.amp is not None):
                     z = self.model(**batch).float()
+                z = z[torch.tensor([where[t] for t in texts], device=self.dev)]
                 z_en = z[len(part) :] if self.loss.needs_student_en else None
-                out = self.loss(z_t, z[: len(part)], z_en)
+                targets = Targets(z_all, anchors, torch.from_numpy(pos).to(self.dev))
+                out = self.loss(targets, z[: len(part)], z_en)
                 self.scaler.scale(out["loss"] / accum).backward()
             for key, value in out.items():
                 sums[key] += value.item() / accum
@@ -307,9 +375,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.loss.dr is not None:  # every rank enqueues the whole global batch: same queue
-            self.loss.dr.update_queue(
-                torch.from_numpy(self.cache.take(self.rows[idx])).to(self.dev)
-            )
+            self.loss.dr.update_queue(z_all)
         return sums
 
     # ---- validation --------------------------------------------------------------------
@@ -321,18 +387,20 @@ class Trainer:
         stop = False
         if self.ctx.main:
             self.student.model.eval()
-            scores = {}
+            scores, queries = {}, {}
             for lang, (texts, docs) in self.val.items():
-                queries = self.student.encode(
+                queries[lang] = self.student.encode(
                     texts, batch_size=self.cfg.eval_batch_size, show_progress=False
                 )
-                scores[lang] = retrieval_metrics(queries, docs)
+                scores[lang] = retrieval_metrics(queries[lang], docs)
             self.student.model.train()
             r1 = float(np.mean([s["r@1"] for s in scores.values()]))
             flat = {f"{lang}_{k}": round(v, 4) for lang, s in scores.items() for k, v in s.items()}
-            self._log({"type": "eval", "val_r@1": round(r1, 4), **flat})
+            table = self._retention(scores, queries)
+            kept = {"retention_" + k: v for k, v in table.get("mean", {}).items()}
+            self._log({"type": "eval", "val_r@1": round(r1, 4), **flat, **kept})
             if select and self.early.update(r1, self.step):
-                self._save_student({"val_r@1": r1, **flat})
+                self._save_student({"val_r@1": r1, **flat}, table)
             stop = select and self.early.stop
         if self.ctx.world > 1:
             flag = [stop]
@@ -367,6 +435,7 @@ class Trainer:
         return {
             "teacher": cfg.teacher,
             "teacher_space": self.cache.space,
+            "head_init": {"kind": cfg.head_init, **self.head_fit},
             "objective": cfg.loss,
             "weights": self.loss.weights,
             "data": str(self.data_dir),
@@ -378,12 +447,15 @@ class Trainer:
             "hyper_parameters": cfg.to_dict(),
         }
 
-    def _save_student(self, val: dict[str, float]) -> None:
+    def _save_student(self, val: dict[str, float], retention: dict[str, Any]) -> None:
         """Write the student as it is now to ``out/student`` (replaced whole, never half)."""
         tmp, final = self.out / "student.tmp", self.out / "student"
         shutil.rmtree(tmp, ignore_errors=True)
         provenance = {**self._provenance(), "val": val}
-        self.student.save(tmp, languages=list(self.cfg.languages), provenance=provenance)
+        kept = {self.val_source: retention} if retention else {}
+        self.student.save(
+            tmp, languages=list(self.cfg.languages), provenance=provenance, retention=kept
+        )
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
 

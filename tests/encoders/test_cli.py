@@ -64,5 +64,5 @@ def test_list_flags_refuse_empty_lists(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(argparse.ArgumentTypeError):
         str_list(" , ")
     with pytest.raises(SystemExit) as exc:  # every command that takes languages shares the type
-        main(["eval", "--model", "x", "--langs", ","])
+        main(["eval", "--teacher", "x", "--langs", ","])
     assert exc.value.code == 2 and "comma-separated list" in capsys.readouterr().err

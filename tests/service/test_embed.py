@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from polyclip.encoders.load import load_encoders
+from polyclip.export.bundle import ExportOptions, export_bundle
+from polyclip.service.app import create_app
+from polyclip.service.config import Settings
+from polyclip.training.retention import write_card_retention
 from tests.images import b64, png_bytes
+from tests.tiny import save_student
 
 TEXTS = ["a dog runs in the park", "ein hund läuft", "un chat"]
 
@@ -130,3 +137,22 @@ def test_metrics_have_tei_names(client: TestClient) -> None:
     ):
         assert name in text, name
     assert 'route="/embed/text"' in text and 'model="student-tiny"' in text
+
+
+def test_models_list_shows_each_students_retention(
+    make_settings: Callable[..., Settings], xlmr_dir: Path, clip_space: str, tmp_path: Path
+) -> None:
+    """Retention recorded by train/eval travels: card → bundle.json → /v1/models."""
+    table = {"metric": "r@1 ratio", "languages": {"cs": {"distilled": False, "retention": 0.9}}}
+    student = save_student(xlmr_dir, tmp_path / "student", space=clip_space)
+    assert write_card_retention(student, "multi30k/val", table)
+    export_bundle(student, tmp_path / "bundle", ExportOptions())
+    bundle_meta = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert bundle_meta["card"]["retention"] == {"multi30k/val": table}
+    extra = {"kept": {"path": str(student)}, "kept-onnx": {"path": str(tmp_path / "bundle")}}
+    with TestClient(create_app(make_settings(models=extra))) as api:
+        listed = {m["id"]: m for m in api.get("/v1/models").json()["data"]}
+    assert (
+        listed["kept"]["retention"] == listed["kept-onnx"]["retention"] == {"multi30k/val": table}
+    )
+    assert listed["teacher"]["retention"] is None

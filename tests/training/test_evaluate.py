@@ -16,7 +16,9 @@ from polyclip.encoders.errors import EncoderError
 from polyclip.encoders.load import load_text_encoder
 from polyclip.encoders.metrics import evaluate_retrieval, retrieval_metrics
 from polyclip.encoders.sentence import SentenceEncoder
-from polyclip.training.evaluate import language_purity
+from polyclip.training.evaluate import cluster_purity, neighbour_purity
+from polyclip.training.retention import similarity_preservation
+from tests.captions import write_po
 from tests.tiny import HIDDEN, save_backbone
 
 SUBJECTS = [
@@ -76,7 +78,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, xlmr_dir: Path) -> dict[str
     narrow = SentenceEncoder.new_student(xlmr_dir, dimension=8, space="teacher", teacher="t")
     return {
         "teacher": teacher,
-        "student": student.save(root / "student"),
+        "student": student.save(root / "student", languages=["de"]),
         "base": base.save(root / "base"),
         "narrow": narrow.save(root / "narrow"),
     }
@@ -87,7 +89,7 @@ def test_purity_of_separated_languages_is_one() -> None:
     rng = np.random.default_rng(0)
     centres = np.eye(8)[:3] * 10
     emb = {lang: centres[i] + rng.normal(size=(30, 8)) for i, lang in enumerate("abc")}
-    assert language_purity(emb, k=10) == 1.0
+    assert neighbour_purity(emb, k=10) == 1.0
 
 
 def test_purity_by_hand_on_a_circle() -> None:
@@ -99,8 +101,8 @@ def test_purity_by_hand_on_a_circle() -> None:
     angles = np.radians([0, 10, 30, 60])
     pts = np.stack([np.cos(angles), np.sin(angles)], axis=1)
     emb = {"en": pts, "de": pts.copy()}
-    assert language_purity(emb, k=1) == 0.0
-    assert language_purity(emb, k=3) == pytest.approx(1 / 3)
+    assert neighbour_purity(emb, k=1) == 0.0
+    assert neighbour_purity(emb, k=3) == pytest.approx(1 / 3)
 
 
 @pytest.mark.parametrize(("k", "expected"), [(3, 0.0), (7, 1 / 7), (11, 2 / 11), (39, 9 / 39)])
@@ -109,14 +111,33 @@ def test_purity_of_identical_languages_tends_to_one_over_n(k: int, expected: flo
     in all four languages, one of each in the same language -> (m - 1) / k, towards 1/4."""
     pts = np.random.default_rng(1).normal(size=(50, 16))
     emb = {lang: pts.copy() for lang in ("en", "de", "fr", "cs")}
-    assert language_purity(emb, k=k) == pytest.approx(expected)
+    assert neighbour_purity(emb, k=k) == pytest.approx(expected)
+
+
+def test_cluster_purity_separated_languages_and_shared_meanings() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.eye(8)[:3] * 10
+    apart = {lang: centres[i] + rng.normal(size=(30, 8)) for i, lang in enumerate("abc")}
+    assert cluster_purity(apart) == 1.0
+    meanings = centres[rng.integers(3, size=60)] + rng.normal(size=(60, 8)) * 0.1
+    together = {lang: meanings + rng.normal(size=(60, 8)) * 0.01 for lang in "abc"}
+    assert cluster_purity(together) == pytest.approx(1 / 3, abs=0.05)
+
+
+def test_similarity_preservation() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 16))
+    assert similarity_preservation(a, a * 3) == pytest.approx(1.0)
+    rotated = a @ np.linalg.qr(rng.normal(size=(16, 16)))[0]  # same geometry, another basis
+    assert similarity_preservation(a, rotated) == pytest.approx(1.0)
+    assert abs(similarity_preservation(a, rng.normal(size=(50, 16)))) < 0.1
 
 
 def test_purity_rejects_what_it_cannot_measure() -> None:
     with pytest.raises(EncoderError, match="two languages"):
-        language_purity({"en": np.eye(4)})
+        neighbour_purity({"en": np.eye(4)})
     with pytest.raises(EncoderError, match="k=10"):
-        language_purity({"en": np.eye(4), "de": np.eye(4)}, k=10)
+        neighbour_purity({"en": np.eye(4), "de": np.eye(4)}, k=10)
 
 
 # ---------------------------------------------------------------- data and retrieval API
@@ -180,8 +201,22 @@ def test_cli_writes_report_tables_and_pngs(
     assert set(rows) == {"teacher on X", "base, own space", "student", "teacher"}
     # The teacher scored as its own student reproduces the teacher-on-X baseline exactly.
     assert rows["teacher"]["languages"] == rows["teacher on X"]["languages"]
-    assert rows["teacher"]["purity"] == rows["teacher on X"]["purity"]
-    assert all(0 <= r["purity"] <= 1 for r in rows.values())
+    assert rows["teacher"]["neighbour_purity"] == rows["teacher on X"]["neighbour_purity"]
+    assert all(0 <= r["neighbour_purity"] <= 1 for r in rows.values())
+    assert all(0.5 <= r["cluster_purity"] <= 1 for r in rows.values())  # two languages
+    # Retention: the student's R@1 over the base's own-space R@1, distilled languages marked.
+    kept = rows["student"]["retention"]["languages"]
+    assert kept["de"]["distilled"] is True and kept["fr"]["distilled"] is False
+    for lang in ("de", "fr"):
+        want = (
+            rows["student"]["languages"][lang]["r@1"]
+            / rows["base, own space"]["languages"][lang]["r@1"]
+        )
+        assert kept[lang]["retention"] == pytest.approx(want, abs=1e-4)
+    assert rows["teacher"]["retention"]["mean"]["distilled"] is None  # a card with no languages
+    card = json.loads((models["student"] / "polyclip.json").read_text(encoding="utf-8"))
+    assert card["retention"][f"{data_dir.name}/val"]["languages"] == kept
+    assert "retention on" in printed and "## Retention" in (out / "eval.md").read_text()
     # The base is scored in its own space with its e5 prefixes.
     base = load_text_encoder(models["base"])
     data = read_parallel(data_dir, "val", ["de"], limit=15)
@@ -229,3 +264,26 @@ def test_cli_errors_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("polyclip eval: error: ") and message in err
+
+
+def test_cli_on_gettext_catalogues_and_drift(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for lang in ("de", "fr"):
+        write_po(tmp_path / "po", lang)
+    argv = ["eval", "--teacher", str(models["teacher"]), "--student", str(models["student"]),
+            "--base", str(models["base"]), "--data", str(tmp_path / "po"), "--split", "all",
+            "--langs", "de,fr", "--out", str(tmp_path / "out"), "--no-card"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out/eval.json").read_text())
+    assert report["captions"] == 5 and report["split"] == "all"
+    card = json.loads((models["student"] / "polyclip.json").read_text())
+    assert "po/all" not in card.get("retention", {})  # --no-card
+    texts = tmp_path / "traffic.txt"
+    texts.write_text("\n".join(_captions()["de"]) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    drift = ["eval", "drift", "--student", str(models["student"]), "--base", str(models["base"]),
+             "--texts", str(texts)]  # fmt: skip
+    assert main(drift) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["texts"] == 20 and -1 <= out["similarity_rho"] <= 1

@@ -12,6 +12,7 @@ from polyclip.training.losses import (
     EmbeddingDistillationLoss,
     FeatureDistillationLoss,
     SoftDistillationLoss,
+    Targets,
     build_loss,
 )
 
@@ -43,15 +44,29 @@ def _softmax(logits: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.exp(v) / total for v in logits]
 
 
+def ref_sq(z_s: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
+    """Eqs. 1-2 as written: the squared error summed over dimensions, averaged over the batch."""
+    return sum((z_s[i, d] - z_t[i, d]) ** 2 for i in range(B) for d in range(D)) / B
+
+
 def ref_mse(z_s: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
-    return sum((z_s[i, d] - z_t[i, d]) ** 2 for i in range(B) for d in range(D)) / (B * D)
+    """sentence-transformers' MSELoss: the mean over batch and dimensions."""
+    return ref_sq(z_s, z_t) / D
 
 
 def ref_fd(z_t: torch.Tensor, z_s_x: torch.Tensor, z_s_en: torch.Tensor) -> torch.Tensor:
-    return ref_mse(z_s_x, z_t)
+    return ref_sq(z_s_x, z_t)
 
 
 def ref_ed(z_t: torch.Tensor, z_s_x: torch.Tensor, z_s_en: torch.Tensor) -> torch.Tensor:
+    return ref_sq(z_s_x, z_t) + ref_sq(z_s_en, z_t)
+
+
+def ref_fd_mean(z_t: torch.Tensor, z_s_x: torch.Tensor, z_s_en: torch.Tensor) -> torch.Tensor:
+    return ref_mse(z_s_x, z_t)
+
+
+def ref_ed_mean(z_t: torch.Tensor, z_s_x: torch.Tensor, z_s_en: torch.Tensor) -> torch.Tensor:
     return ref_mse(z_s_x, z_t) + ref_mse(z_s_en, z_t)
 
 
@@ -105,6 +120,8 @@ def _dr_loss() -> DistributionalReplicationLoss:
 CASES = {
     "fd": (FeatureDistillationLoss, ref_fd),
     "ed": (EmbeddingDistillationLoss, ref_ed),
+    "fd_mean": (lambda: FeatureDistillationLoss(reduction="mean"), ref_fd_mean),
+    "ed_mean": (lambda: EmbeddingDistillationLoss(reduction="mean"), ref_ed_mean),
     "sd": (lambda: SoftDistillationLoss(temperature=2.0), ref_sd),
     "mcl": (lambda: ContrastiveLoss(tau=0.1), ref_mcl),
     "dr": (_dr_loss, ref_dr),
@@ -144,6 +161,8 @@ def test_term_names_and_needs_student_en() -> None:
         "dr": ({"dr"}, True),
     }
     for name, (make, _) in CASES.items():
+        if name.endswith("_mean"):
+            continue
         loss = make()
         keys, needs_en = expected[name]
         assert set(loss(z_t, z_s_x, z_s_en)) == keys
@@ -236,3 +255,64 @@ def test_sd_is_zero_gradient_at_teacher_and_mcl_is_small_when_aligned() -> None:
     eye = torch.eye(B, D)
     value = ContrastiveLoss(tau=0.01)(eye, 3 * eye, eye)["mcl"]
     assert value < 1e-6
+
+
+# ---- global batches and duplicate anchors ---------------------------------------------------
+ANCHORS = torch.tensor([0, 1, 0, 2, 1])  # rows 0 and 2 share an anchor, so do rows 1 and 4
+
+
+def ref_mcl_masked(z_s: torch.Tensor, z_t: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """InfoNCE written out, leaving other copies of a row's own anchor out of its negatives."""
+    tau, rows = 0.1, []
+    for i in range(len(z_s)):
+        cols = [j for j in range(len(z_t)) if j == i or anchors[j] != anchors[i]]
+        logits = [torch.dot(_unit(z_s[i]), _unit(z_t[j])) / tau for j in cols]
+        rows.append(_cross_entropy([torch.tensor(float(j == i)) for j in cols], logits))
+    return sum(rows) / len(rows)
+
+
+def ref_dr_masked(
+    z_s: torch.Tensor, z_t: torch.Tensor, queue: torch.Tensor, anchors: torch.Tensor
+) -> torch.Tensor:
+    tau_t, tau_s, rows = 0.05, 0.07, []
+    for i in range(len(z_s)):
+        batch = [_unit(z_t[j]) for j in range(len(z_t)) if j == i or anchors[j] != anchors[i]]
+        keys = [_unit(q) for q in queue] + batch
+        p_t = _softmax([torch.dot(_unit(z_t[i]), k) / tau_t for k in keys])
+        rows.append(_cross_entropy(p_t, [torch.dot(_unit(z_s[i]), k) / tau_s for k in keys]))
+    return sum(rows) / len(rows)
+
+
+@pytest.mark.parametrize("name", ["mcl", "dr"])
+def test_duplicate_anchors_are_not_negatives(name: str) -> None:
+    z_t, z_s_x, z_s_en = _inputs()
+    z_t = z_t[ANCHORS]  # equal anchors have equal teacher rows, as the cache gives them
+    targets = Targets.local(z_t, ANCHORS)
+    if name == "mcl":
+        loss, ref = ContrastiveLoss(tau=0.1), ref_mcl_masked
+        want = (ref(z_s_x, z_t, ANCHORS) + ref(z_s_en, z_t, ANCHORS)) / 2
+    else:
+        loss, queue = _dr_loss(), _queue_rows()
+        want = (
+            ref_dr_masked(z_s_x, z_t, queue, ANCHORS) + ref_dr_masked(z_s_en, z_t, queue, ANCHORS)
+        ) / 2
+    got = loss(targets, z_s_x, z_s_en)[name]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    unmasked = loss(z_t, z_s_x, z_s_en)[name]  # every row its own anchor: the old behaviour
+    assert not torch.allclose(got, unmasked)
+
+
+@pytest.mark.parametrize("name", ["fd", "sd", "mcl", "dr"])
+def test_a_global_batch_in_parts_gives_the_full_batch_loss(name: str) -> None:
+    """Under DDP or accumulation each part sees the global batch's teacher rows: the mean of
+    the parts' losses is the loss of the whole batch, for the contrastive objectives too."""
+    z_t, z_s_x, z_s_en = _inputs()
+    make = {"fd": FeatureDistillationLoss, "sd": SoftDistillationLoss,
+            "mcl": ContrastiveLoss, "dr": _dr_loss}[name]  # fmt: skip
+    loss = make()
+    whole = loss(Targets.local(z_t, ANCHORS), z_s_x, z_s_en)[name]
+    parts = []
+    for pos in (torch.tensor([0, 1, 2]), torch.tensor([3, 4])):
+        part = Targets(z_t, ANCHORS, pos)
+        parts.append(loss(part, z_s_x[pos], z_s_en[pos])[name] * len(pos))
+    torch.testing.assert_close(sum(parts) / B, whole, rtol=1e-5, atol=1e-6)

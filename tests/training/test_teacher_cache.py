@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def test_new_keys_go_to_a_new_shard(teacher: Path, tmp_path: Path) -> None:
     cache = TeacherCache.for_teacher(tmp_path, teacher)
     cache.ensure(TEXTS[:5])
     assert cache.ensure(TEXTS) == len(TEXTS) - 5
-    assert len(cache.state["shards"]) == 2 and len(cache) == len(TEXTS)
+    assert len(cache.shards) == 2 and len(cache) == len(TEXTS)
     np.testing.assert_allclose(cache.get(TEXTS), direct(teacher, TEXTS), atol=1e-6)
 
 
@@ -121,3 +122,28 @@ def test_image_anchor_needs_a_dual_teacher(teacher: Path, tmp_path: Path) -> Non
     cache = TeacherCache.for_teacher(tmp_path, teacher, anchor="image")
     with pytest.raises(DataError, match="dual-encoder teacher"):
         cache.ensure(["x.png"])
+
+
+def test_ranks_fill_their_own_shares(teacher: Path, tmp_path: Path) -> None:
+    """torchrun: two ranks open the same snapshot, each computes half, both then read all."""
+    encoder = SentenceEncoder.load(teacher)
+    counts = [Counting(encoder.encode), Counting(encoder.encode)]
+    caches = [TeacherCache(tmp_path, counts[r], chunk_rows=2) for r in (0, 1)]
+    added = [cache.ensure(TEXTS, rank=r, world=2) for r, cache in enumerate(caches)]
+    assert added == [len(TEXTS) // 2, len(TEXTS) - len(TEXTS) // 2]
+    assert [c.rows for c in counts] == added  # no anchor embedded twice
+    for cache in caches:
+        cache.refresh()  # after the barrier
+        np.testing.assert_allclose(cache.get(TEXTS), encoder.encode(TEXTS), atol=1e-6)
+    assert sorted(s["name"] for s in caches[0].shards) == ["00000-000", "00000-001"]
+
+
+def test_a_format_1_cache_is_converted(teacher: Path, tmp_path: Path) -> None:
+    cache = TeacherCache.for_teacher(tmp_path, teacher)
+    cache.ensure(TEXTS[:4])
+    state = json.loads((cache.dir / "cache.json").read_text())
+    shard = {"name": "00000", **json.loads((cache.dir / "00000.json").read_text())}
+    (cache.dir / "00000.json").unlink()
+    (cache.dir / "cache.json").write_text(json.dumps({**state, "format": 1, "shards": [shard]}))
+    again = TeacherCache.for_teacher(tmp_path, teacher)
+    assert again.ensure(TEXTS[:4]) == 0 and len(again) == 4

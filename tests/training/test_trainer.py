@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -19,7 +20,10 @@ from safetensors.torch import load_file
 from polyclip.__main__ import main
 from polyclip.encoders.errors import EncoderError
 from polyclip.encoders.load import load_text_encoder
+from polyclip.encoders.sentence import SentenceEncoder
 from polyclip.training.config import ConfigError, TrainConfig, load_config, resolve_recipe
+from polyclip.training.heads import fit_ridge, pooled_features
+from polyclip.training.teacher_cache import TeacherCache
 from polyclip.training.trainer import EarlyStopping, Trainer, train
 from tests.captions import captions, write_aligned, write_lines
 from tests.tiny import save_teacher
@@ -213,12 +217,15 @@ def test_early_stopping_keeps_the_best(
         assert len(after_best) == 2
 
 
+@pytest.mark.parametrize("recipe", ["fd", "mcl", "dr"])
 def test_grad_accumulation_matches_one_big_batch(
-    models: dict, data: Path, cache_dir: Path, tmp_path: Path
+    recipe: str, models: dict, data: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
+    """Each part's negatives (MCL) and batch keys (DR) are the whole global batch, so two
+    accumulated halves give the step of one full batch, for the contrastive objectives too."""
     kw = dict(student=str(models["student_no_dropout"]), lr=1e-3, max_steps=3, val_split="")
-    run(models, data, cache_dir, tmp_path / "one", "fd", grad_accum=1, **kw)
-    run(models, data, cache_dir, tmp_path / "two", "fd", grad_accum=2, **kw)
+    run(models, data, cache_dir, tmp_path / "one", recipe, grad_accum=1, **kw)
+    run(models, data, cache_dir, tmp_path / "two", recipe, grad_accum=2, **kw)
     a, b = student_state(tmp_path / "one"), student_state(tmp_path / "two")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
@@ -316,3 +323,80 @@ def test_ddp_two_ranks_on_gloo(models: dict, data: Path, cache_dir: Path, tmp_pa
     for key, value in rank0.items():
         torch.testing.assert_close(value, rank1[key], rtol=0, atol=0)
     torch.testing.assert_close(rank0["queue"], state["loss"]["losses.dr.queue"])
+
+
+def test_validation_on_held_out_languages_and_retention_in_the_card(
+    models: dict, data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """Distilled on German only, validated on German and French: the card says how much of the
+    base's own-space R@1 each keeps, French marked as never distilled."""
+    run(models, data, cache_dir, tmp_path, "dr", languages=["de"], val_languages=["de", "fr"])
+    card = json.loads((tmp_path / "student/polyclip.json").read_text())
+    table = card["retention"][f"{data.name}/val"]
+    assert table["documents"] == 8
+    de, fr = table["languages"]["de"], table["languages"]["fr"]
+    assert de["distilled"] is True and fr["distilled"] is False
+    for row in (de, fr):
+        assert row["base"]["r@1"] > 0 and 0 <= row["student"]["r@1"] <= 100
+        assert row["retention"] == round(row["student"]["r@1"] / row["base"]["r@1"], 4)
+        assert -1 <= row["similarity_rho"] <= 1
+    assert table["mean"] == {"distilled": de["retention"], "held_out": fr["retention"]}
+    assert {"fr_r@1", "retention_held_out"} <= set(metrics(tmp_path, "eval")[-1])
+    assert card["languages"] == ["de"]
+
+
+def test_english_only_distillation_runs_one_student_pass(
+    models: dict, data: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """student(en) → teacher(en): the pair's two sides are one text, embedded once."""
+    sizes: list[int] = []
+    real = SentenceEncoder.tokenize
+    monkeypatch.setattr(
+        SentenceEncoder,
+        "tokenize",
+        lambda self, texts: sizes.append(len(texts)) or real(self, texts),
+    )
+    run(models, data, cache_dir, tmp_path, "dr", languages=["en"], val_languages=["de"],
+        val_split="")  # fmt: skip
+    assert sizes and set(sizes) == {8}  # batch_size 8, not 16: one pass per step
+    assert json.loads((tmp_path / "student/polyclip.json").read_text())["languages"] == ["en"]
+
+
+def test_lstsq_head_is_the_ridge_fit_and_a_student_without_steps(
+    models: dict, data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "lstsq"
+    summary = run(models, data, cache_dir, out, "fd", head_init="lstsq", freeze_backbone=True,
+                  max_steps=0, epochs=0, ridge=1e-3)  # fmt: skip
+    assert summary["steps"] == 0
+    card = json.loads((out / "student/polyclip.json").read_text())
+    fit = card["provenance"]["head_init"]
+    assert fit["kind"] == "lstsq" and fit["anchors"] == 32 and fit["fit_cosine"] > 0.5
+    student = SentenceEncoder.load(out / "student")
+    base = SentenceEncoder.new_student(
+        models["student"], dimension=16, space="x", teacher="x", prefixes={}, max_seq_length=32
+    )
+    texts = captions(32)["en"]
+    x = pooled_features(base, texts)
+    y = TeacherCache.for_teacher(cache_dir, models["teacher"]).get(texts)
+    w, b = fit_ridge(x, y, 1e-3)
+    torch.testing.assert_close(student.model.dense.weight, torch.from_numpy(w), atol=1e-4, rtol=0)
+    torch.testing.assert_close(student.model.dense.bias, torch.from_numpy(b), atol=1e-4, rtol=0)
+    # As a head initialisation, training starts from the fit: a lower first FD loss.
+    random = run(models, data, cache_dir, tmp_path / "random", "fd", max_steps=1, val_split="")
+    fitted = run(models, data, cache_dir, tmp_path / "fit", "fd", max_steps=1, val_split="",
+                 head_init="lstsq")  # fmt: skip
+    assert random["steps"] == fitted["steps"] == 1
+    first = [metrics(tmp_path / d, "train")[0]["fd"] for d in ("random", "fit")]
+    assert first[1] < first[0] / 2
+
+
+def test_ridge_fit_matches_least_squares() -> None:
+    rng = np.random.default_rng(0)
+    x, w_true = rng.normal(size=(200, 6)), rng.normal(size=(6, 3))
+    y = x @ w_true + 0.5
+    w, b = fit_ridge(x, y, ridge=0.0)
+    np.testing.assert_allclose(w.T, w_true, atol=1e-4)
+    np.testing.assert_allclose(b, 0.5, atol=1e-4)
+    shrunk, _ = fit_ridge(x, y, ridge=10.0)
+    assert np.linalg.norm(shrunk) < np.linalg.norm(w)
