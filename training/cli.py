@@ -2,7 +2,8 @@
 
 Single device: ``polyclip train --config quick``; several GPUs:
 ``torchrun --nproc_per_node 4 -m polyclip train --config dr``. ``polyclip train bench`` times
-training steps (fp32 vs bf16, random vs length-grouped batches) on the machine at hand.
+training steps (fp32 vs bf16, random vs length-grouped batches) on the machine at hand;
+``polyclip train summary RUN...`` tabulates finished runs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import json
 
 from polyclip.encoders.argtypes import positive_int, str_list
+from polyclip.training import summary
 from polyclip.training.config import load_config, parse_assignment
 
 # Named flags for the settings changed most often; any other one goes through --set KEY=VALUE.
@@ -66,7 +68,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         help="any other setting, e.g. --set eval_every=100 (repeatable)",
     )
     p.set_defaults(func=cmd_train)
-    bench = p.add_subparsers(dest="train_command", metavar="bench").add_parser(
+    subs = p.add_subparsers(dest="train_command", metavar="{bench,summary}")
+    summary.add_cli(subs)
+    bench = subs.add_parser(
         "bench",
         help="training-step speed: fp32 vs bf16, random vs length-grouped batches",
         description="Time optimizer steps of a student on parallel captions under four settings, "

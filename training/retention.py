@@ -97,3 +97,42 @@ def summary(table: Mapping[str, Any]) -> str:
         value = "–" if row["retention"] is None else f"{row['retention']:.2f}"
         cells.append(f"{lang} {value}{'*' if row['distilled'] else ''}")
     return " ".join(cells)
+
+
+class BaseReference:
+    """The base model in its own space on a validation set (with its own prefixes), and its query
+    embeddings: what a student's retention and similarity drift are measured against."""
+
+    def __init__(
+        self,
+        base: str | Path,
+        val: Mapping[str, tuple[list[str], np.ndarray]],
+        val_en: Mapping[str, list[str]],
+        device: str = "cpu",
+        batch_size: int = 64,
+    ) -> None:
+        from polyclip.encoders.load import load_text_encoder
+        from polyclip.encoders.metrics import retrieval_metrics
+
+        encoder = load_text_encoder(base, device=device)
+        self.scores: dict[str, dict[str, float]] = {}
+        self.queries: dict[str, np.ndarray] = {}
+        for lang, (texts, _) in val.items():
+            q = encoder.encode(texts, prefix="query", batch_size=batch_size)
+            d = encoder.encode(val_en[lang], prefix="passage", batch_size=batch_size)
+            self.scores[lang], self.queries[lang] = retrieval_metrics(q, d), q
+        self.documents = len(next(iter(val.values()))[1]) if val else 0
+
+    def table(
+        self,
+        scores: Mapping[str, Mapping[str, float]],
+        queries: Mapping[str, np.ndarray],
+        distilled: Collection[str],
+    ) -> dict[str, Any]:
+        """The student's retention table for its validation ``scores`` and ``queries``."""
+        similarity = {
+            lang: similarity_preservation(q, self.queries[lang])
+            for lang, q in queries.items()
+            if lang in self.queries and len(q) >= 3
+        }
+        return retention_table(scores, self.scores, distilled, similarity, self.documents)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from polyclip.encoders.report import new_figure, write_report
 from polyclip.encoders.sentence import SentenceEncoder
 from polyclip.training.data import BatchStream, read_pairs, token_lengths
-from polyclip.training.trainer import cpu_has_bf16
+from polyclip.training.runtime import cpu_has_bf16
 
 
 @dataclass

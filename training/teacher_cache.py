@@ -43,6 +43,7 @@ Anchor = Literal["text", "image"]
 EncodeFn = Callable[[list[str]], np.ndarray]
 STATE = "cache.json"
 FORMAT = 2  # 1 kept the shard list in cache.json; it is converted on open
+KEY_VERSION = 1  # part of the directory key: bump only when cached rows would differ
 
 
 def teacher_key(space: str, anchor: Anchor, prefix: str = "") -> str:
@@ -52,7 +53,8 @@ def teacher_key(space: str, anchor: Anchor, prefix: str = "") -> str:
     elsewhere shares the cache and any change of its weights starts a new one.
     """
     ident = fingerprint(space) or space
-    return hashlib.sha256(json.dumps([FORMAT, anchor, prefix, ident]).encode()).hexdigest()[:16]
+    key = [KEY_VERSION, anchor, prefix, ident]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
 class TeacherCache:

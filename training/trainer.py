@@ -50,7 +50,8 @@ from polyclip.training.data import (
 )
 from polyclip.training.heads import feature_cache, init_head_lstsq
 from polyclip.training.losses import Targets, build_loss
-from polyclip.training.retention import retention_table, similarity_preservation
+from polyclip.training.retention import BaseReference
+from polyclip.training.runtime import Dist, autocast_dtype, init_distributed
 from polyclip.training.teacher_cache import TeacherCache
 
 log = logging.getLogger(__name__)
@@ -59,34 +60,6 @@ STATEFUL = ("optimizer", "scheduler", "loss", "scaler", "stream")  # checkpointe
 # Settings that may change between a checkpoint and its resumption without a warning.
 RESUMABLE_CHANGES = {"max_steps", "epochs", "out", "device", "resume", "log_every", "eval_every",
                      "checkpoint_every", "patience", "eval_batch_size"}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in a (possibly one-process) job."""
-
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str) -> Dist:
-    """One process, or a torchrun rank (``WORLD_SIZE`` > 1): NCCL on CUDA, gloo on CPU."""
-    want = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(0, 1, torch.device(want))
-    dev = torch.device("cpu")
-    if want.startswith("cuda"):
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), world, dev)
 
 
 @dataclass
@@ -153,7 +126,11 @@ class Trainer:
         self._build_optimisation()
         self.step, self.wall_before = 0, 0.0
         self.early = EarlyStopping(cfg.patience)
-        self.base_val = self._base_scores() if self.ctx.main and self.val else {}
+        self.reference: BaseReference | None = None
+        if self.ctx.main and self.val:
+            self.reference = BaseReference(
+                cfg.student, self.val, self.val_en, str(self.dev), cfg.eval_batch_size
+            )
 
     # ---- setup -------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -193,11 +170,11 @@ class Trainer:
                 self.val[lang] = ([p.text for p in subset], self.cache.get(anchors))
                 self.val_en[lang] = [p.en for p in subset]
 
-    def _fill(self, cache: TeacherCache, keys: list[str]) -> None:
+    def _fill(self, cache: TeacherCache, keys: list[str], desc: str = "teacher cache") -> None:
         """Every rank embeds its share of the missing keys, then all read every share."""
         if self.ctx.world > 1:
             dist.barrier()  # every rank opened the same snapshot of the cache
-        cache.ensure(keys, rank=self.ctx.rank, world=self.ctx.world)
+        cache.ensure(keys, rank=self.ctx.rank, world=self.ctx.world, desc=desc)
         if self.ctx.world > 1:
             dist.barrier()
             cache.refresh()
@@ -212,38 +189,10 @@ class Trainer:
             anchors = [anchors[i] for i in sorted(pick)]
         texts = [t for t, _ in anchors]
         features = feature_cache(cfg.cache_dir, self.student, resolve_model_dir(cfg.student))
-        self._fill(features, texts)
+        self._fill(features, texts, "base features")
         targets = self.cache.take(np.array([r for _, r in anchors], dtype=np.int64))
         cosine = init_head_lstsq(self.student, features.get(texts), targets, cfg.ridge)
         self.head_fit = {"anchors": len(texts), "ridge": cfg.ridge, "fit_cosine": round(cosine, 4)}
-
-    def _base_scores(self) -> dict[str, dict[str, float]]:
-        """The base model in its own space on the validation set (with its own prefixes), and
-        its query embeddings: the reference retention and similarity drift are measured to."""
-        base = SentenceEncoder.load(self.cfg.student, device=str(self.dev))
-        scores: dict[str, dict[str, float]] = {}
-        self.base_queries: dict[str, np.ndarray] = {}
-        for lang, (texts, _) in self.val.items():
-            q = base.encode(texts, prefix="query", batch_size=self.cfg.eval_batch_size)
-            d = base.encode(
-                self.val_en[lang], prefix="passage", batch_size=self.cfg.eval_batch_size
-            )
-            scores[lang] = retrieval_metrics(q, d)
-            self.base_queries[lang] = q
-        return scores
-
-    def _retention(
-        self, scores: dict[str, dict[str, float]], queries: dict[str, np.ndarray]
-    ) -> dict[str, Any]:
-        if not self.base_val:
-            return {}
-        similarity = {
-            lang: similarity_preservation(q, self.base_queries[lang])
-            for lang, q in queries.items()
-            if len(q) >= 3
-        }
-        docs = len(next(iter(self.val.values()))[1])
-        return retention_table(scores, self.base_val, self.cfg.languages, similarity, docs)
 
     def _open_cache(self) -> TeacherCache:
         cfg = self.cfg
@@ -278,14 +227,7 @@ class Trainer:
             self.optimizer, cfg.warmup_steps, self.total_steps
         )
         cuda = self.dev.type == "cuda"
-        self.amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.precision)
-        if self.amp is torch.float16 and not cuda:
-            log.warning("precision fp16 needs CUDA; training in fp32 on %s", self.dev)
-            self.amp = None
-        if self.amp is torch.bfloat16 and not cuda and not cpu_has_bf16():
-            log.warning(
-                "this CPU has no native bf16 (AVX512-BF16/AMX): bf16 may be slower than fp32"
-            )
+        self.amp = autocast_dtype(cfg.precision, self.dev)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
         self.model: torch.nn.Module = model.train()
         if self.ctx.world > 1:  # the backbone's pooler is unused by mean pooling
@@ -396,7 +338,9 @@ class Trainer:
             self.student.model.train()
             r1 = float(np.mean([s["r@1"] for s in scores.values()]))
             flat = {f"{lang}_{k}": round(v, 4) for lang, s in scores.items() for k, v in s.items()}
-            table = self._retention(scores, queries)
+            table = {}
+            if self.reference is not None:
+                table = self.reference.table(scores, queries, self.cfg.languages)
             kept = {"retention_" + k: v for k, v in table.get("mean", {}).items()}
             self._log({"type": "eval", "val_r@1": round(r1, 4), **flat, **kept})
             if select and self.early.update(r1, self.step):
@@ -436,6 +380,7 @@ class Trainer:
             "teacher": cfg.teacher,
             "teacher_space": self.cache.space,
             "head_init": {"kind": cfg.head_init, **self.head_fit},
+            "trained_params": sum(p.numel() for p in self.params),
             "objective": cfg.loss,
             "weights": self.loss.weights,
             "data": str(self.data_dir),
@@ -501,11 +446,6 @@ class Trainer:
             torch.cuda.set_rng_state(rng["cuda"], self.dev)
         self.step, self.wall_before = int(state["step"]), float(state["wall_s"])
         log.info("resumed %s at step %d", self.out, self.step)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bf16 matmuls natively (AVX512-BF16/AMX); elsewhere bf16 is slow."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:

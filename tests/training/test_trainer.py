@@ -400,3 +400,23 @@ def test_ridge_fit_matches_least_squares() -> None:
     np.testing.assert_allclose(b, 0.5, atol=1e-4)
     shrunk, _ = fit_ridge(x, y, ridge=10.0)
     assert np.linalg.norm(shrunk) < np.linalg.norm(w)
+
+
+def test_summary_tabulates_the_best_step_of_each_run(
+    models: dict, data: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    runs = []
+    for lr in (1e-4, 1e-3):
+        runs.append(tmp_path / f"fd-{lr}")
+        run(models, data, cache_dir, runs[-1], "fd", lr=lr, max_steps=4, eval_every=2)
+    assert main(["train", "summary", *map(str, runs), "--out", str(tmp_path / "grid")]) == 0
+    rows = json.loads((tmp_path / "grid/summary.json").read_text())["runs"]
+    assert [r["lr"] for r in rows] == [1e-4, 1e-3]
+    for row, path in zip(rows, runs, strict=True):
+        card = json.loads((path / "student/polyclip.json").read_text())
+        assert row["best_step"] == card["provenance"]["steps"]
+        assert row["val_r@1"] == card["provenance"]["val"]["val_r@1"]
+        assert row["trained_params"] == card["provenance"]["trained_params"] > 0
+        assert set(row["retention"]) == {"de", "fr"}
+    assert "| fd-0.001 | fd | 0.001 |" in capsys.readouterr().out
+    assert (tmp_path / "grid/summary.png").stat().st_size > 0
