@@ -44,3 +44,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def float_list(text: str) -> list[float]:
+    """``0.25,0.5`` as ``[0.25, 0.5]``; an empty list or a non-number is refused."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.25,0.5; got {text!r}")
+    return values

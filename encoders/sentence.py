@@ -47,9 +47,23 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: Pooling) -> torch.Tenso
     return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
 
 
+def transformer_layers(backbone: nn.Module) -> nn.ModuleList:
+    """The stack of transformer layers of a BERT/XLM-R/MPNet (``encoder.layer``) or
+    DistilBERT (``transformer.layer``) backbone, bottom first."""
+    for path in ("encoder.layer", "transformer.layer"):
+        module: Any = backbone
+        for part in path.split("."):
+            module = getattr(module, part, None)
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise EncoderError(f"no transformer layer stack found in {type(backbone).__name__}")
+
+
 class SentenceModel(nn.Module):
     """Backbone + pooling + optional projection head; returns the embedding before L2 norm.
 
+    The head is ``dense`` (with a tanh or no activation), optionally after a hidden layer
+    ``hidden`` with tanh (an MLP head): sentence-transformers ``Dense`` modules, one each.
     Training losses want the raw head output (FD/ED regress it onto the teacher); inference and
     export add the L2 norm on top.
     """
@@ -60,12 +74,16 @@ class SentenceModel(nn.Module):
         pooling: Pooling = "mean",
         dense: nn.Linear | None = None,
         tanh: bool = False,
+        hidden: nn.Linear | None = None,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "cls", "max"):
             raise EncoderError(f"pooling must be mean, cls or max, got {pooling!r}")
+        if hidden is not None and dense is None:
+            raise EncoderError("an MLP head needs its output layer")
         self.backbone = backbone
         self.pooling: Pooling = pooling
+        self.hidden = hidden
         self.dense = dense
         self.activation = nn.Tanh() if tanh else nn.Identity()
 
@@ -75,12 +93,25 @@ class SentenceModel(nn.Module):
             return self.dense.out_features
         return self.backbone.config.hidden_size
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled output, before any head."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask)[0]
-        x = pool(hidden, attention_mask, self.pooling)
+        return pool(hidden, attention_mask, self.pooling)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hidden is not None:
+            x = torch.tanh(self.hidden(x))
         if self.dense is not None:
             x = self.activation(self.dense(x))
         return x
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_pooled: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The head's output; with ``return_pooled`` also the pooled features under it."""
+        pooled = self.pooled(input_ids, attention_mask)
+        out = self.head(pooled)
+        return (out, pooled) if return_pooled else out
 
 
 class SentenceEncoder(TextEncoder):
@@ -112,17 +143,20 @@ class SentenceEncoder(TextEncoder):
         tf_dir = path / modules[0].get("path", "")
         backbone, tokenizer = _load_backbone(tf_dir)
         pooling: Pooling = "mean"
-        dense: nn.Linear | None = None
-        tanh = False
+        denses: list[tuple[nn.Linear, bool]] = []
         for mod, kind in zip(modules[1:], types[1:], strict=True):
             mdir = path / mod["path"]
             if kind == "Pooling":
                 pooling = _read_pooling(mdir)
             elif kind == "Dense":
-                dense, tanh = _read_dense(mdir)
+                denses.append(_read_dense(mdir))
             elif kind != "Normalize":  # outputs are always L2-normalised by TextEncoder
                 raise EncoderError(f"{path}: unsupported sentence-transformers module {kind!r}")
-        model = SentenceModel(backbone, pooling, dense, tanh)
+        if len(denses) > 2 or (len(denses) == 2 and not denses[0][1]):
+            raise EncoderError(f"{path}: heads of one Dense, or tanh-Dense then Dense, are read")
+        hidden = denses[0][0] if len(denses) == 2 else None
+        dense, tanh = denses[-1] if denses else (None, False)
+        model = SentenceModel(backbone, pooling, dense, tanh, hidden)
         card = read_card(path)
         student = "teacher" in card  # a student lives in its teacher's space
         st_cfg = _read_json(path / "config_sentence_transformers.json", missing_ok=True)
@@ -156,8 +190,10 @@ class SentenceEncoder(TextEncoder):
         max_seq_length: int = 128,
         name: str = "student",
         device: str = "cpu",
+        head_hidden: int = 0,
     ) -> SentenceEncoder:
-        """A fresh student: a pretrained backbone plus a new head into the teacher's space."""
+        """A fresh student: a pretrained backbone plus a new head into the teacher's space
+        (``head_hidden`` > 0: an MLP head with that many tanh units)."""
         path = resolve_model_dir(backbone_ref)
         tf_dir = path
         if (path / "modules.json").exists():  # an ST folder: take its Transformer and prompts
@@ -172,14 +208,18 @@ class SentenceEncoder(TextEncoder):
                 f"head 'none' needs the backbone width ({hidden}) to equal the teacher's "
                 f"dimension ({dimension}); use head 'linear' or 'tanh'"
             )
-        dense = None if head == "none" else nn.Linear(hidden, dimension)
-        model = SentenceModel(backbone, pooling, dense, tanh=head == "tanh")
+        if head == "none" and head_hidden:
+            raise EncoderError("head 'none' has no layers to put a hidden layer before")
+        pre = nn.Linear(hidden, head_hidden) if head_hidden else None
+        dense = None if head == "none" else nn.Linear(head_hidden or hidden, dimension)
+        model = SentenceModel(backbone, pooling, dense, tanh=head == "tanh", hidden=pre)
         card = {
             "format": "polyclip-student/1",
             "name": name,
             "backbone": str(backbone_ref),
             "pooling": pooling,
             "head": head,
+            "head_hidden": head_hidden,
             "dimension": dimension,
             "max_seq_length": max_seq_length,
             "prefixes": dict(prefixes or {}),
@@ -205,21 +245,11 @@ class SentenceEncoder(TextEncoder):
         for key, mode in _POOL_KEYS.items():
             pool_cfg[f"pooling_mode_{key}"] = mode == self.model.pooling
         _write_module(out, modules, "Pooling", pool_cfg)
+        if self.model.hidden is not None:
+            _write_dense(out, modules, self.model.hidden, tanh=True)
         if self.model.dense is not None:
-            d = self.model.dense
-            act = "Tanh" if isinstance(self.model.activation, nn.Tanh) else "Identity"
-            module = "activation" if act == "Tanh" else "linear"
-            dense_cfg = {
-                "in_features": d.in_features,
-                "out_features": d.out_features,
-                "bias": d.bias is not None,
-                "activation_function": f"torch.nn.modules.{module}.{act}",
-            }
-            ddir = _write_module(out, modules, "Dense", dense_cfg)
-            weights = {"linear.weight": d.weight.detach().cpu().contiguous()}
-            if d.bias is not None:
-                weights["linear.bias"] = d.bias.detach().cpu().contiguous()
-            save_file(weights, ddir / "model.safetensors")
+            tanh = isinstance(self.model.activation, nn.Tanh)
+            _write_dense(out, modules, self.model.dense, tanh=tanh)
         _write_module(out, modules, "Normalize", None)
         _write_json(out / "modules.json", modules)
         st_bert = {"max_seq_length": self.info.max_seq_length, "do_lower_case": False}
@@ -289,6 +319,22 @@ def _write_module(out: Path, modules: list[dict], kind: str, cfg: dict | None) -
         _write_json(mdir / "config.json", cfg)
     modules.append({"idx": idx, "name": str(idx), "path": mdir.name, "type": _ST + kind})
     return mdir
+
+
+def _write_dense(out: Path, modules: list[dict], layer: nn.Linear, *, tanh: bool) -> None:
+    """One sentence-transformers ``Dense`` module: config and safetensors weights."""
+    act = "activation.Tanh" if tanh else "linear.Identity"
+    cfg = {
+        "in_features": layer.in_features,
+        "out_features": layer.out_features,
+        "bias": layer.bias is not None,
+        "activation_function": f"torch.nn.modules.{act}",
+    }
+    ddir = _write_module(out, modules, "Dense", cfg)
+    weights = {"linear.weight": layer.weight.detach().cpu().contiguous()}
+    if layer.bias is not None:
+        weights["linear.bias"] = layer.bias.detach().cpu().contiguous()
+    save_file(weights, ddir / "model.safetensors")
 
 
 def _read_modules(path: Path) -> list[dict[str, Any]]:

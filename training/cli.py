@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from polyclip.encoders.argtypes import positive_int, str_list
+from polyclip.encoders.argtypes import float_list, positive_int, str_list
 from polyclip.training import summary
 from polyclip.training.config import load_config, parse_assignment
 
@@ -68,7 +69,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         help="any other setting, e.g. --set eval_every=100 (repeatable)",
     )
     p.set_defaults(func=cmd_train)
-    subs = p.add_subparsers(dest="train_command", metavar="{bench,summary}")
+    subs = p.add_subparsers(dest="train_command", metavar="{bench,summary,wise}")
     summary.add_cli(subs)
     bench = subs.add_parser(
         "bench",
@@ -85,6 +86,16 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--limit", type=int, default=0, metavar="N", help="first N pairs/language")
     bench.add_argument("--out", default="artifacts/bench", help="directory for train_step.*")
     bench.set_defaults(func=cmd_train_bench)
+    wise = subs.add_parser(
+        "wise",
+        help="WiSE-FT: interpolate a run's student towards its base at several alphas",
+        description="Write RUN/wise-ALPHA/ for each alpha: backbone and head interpolated "
+        "between the base (with the run's initial least-squares head) and the trained student. "
+        "Evaluate them with `polyclip eval --base ...` and choose alpha on validation.",
+    )
+    wise.add_argument("run", type=Path, metavar="RUN")
+    wise.add_argument("--alphas", type=float_list, default=[0.25, 0.5, 0.75], metavar="A,B")
+    wise.set_defaults(func=cmd_train_wise)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -114,4 +125,13 @@ def cmd_train_bench(args: argparse.Namespace) -> int:
     )
     paths = write_step_report(measure_steps(cfg), args.out)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_train_wise(args: argparse.Namespace) -> int:
+    from polyclip.training.wise import interpolate  # torch-heavy
+
+    for alpha in args.alphas:
+        out = interpolate(args.run, alpha, args.run / f"wise-{alpha:g}")
+        print(json.dumps({"alpha": alpha, "student": str(out)}))
     return 0

@@ -70,6 +70,9 @@ class TrainConfig:
     val_max: int = 0  # first N captions per language for validation (0 = all)
     val_languages: list[str] = field(default_factory=list)  # [] = languages; may add held-out ones
     queue_data: str = ""  # DR queue anchors, one per line; "" = hold K out of the train split
+    english_data: list[str] = field(default_factory=list)  # broad English sources (english.py)
+    english_ratio: float = 0.0  # share of training pairs that are broad English (anchor only)
+    english_max: int = 0  # at most N broad English sentences (seeded sample; 0 = all)
     out: str = ""  # "" = artifacts/runs/<name>
     cache_dir: str = "artifacts/teacher_cache"
     anchor: str = "text"  # what the teacher embeds: the English text, or the pair's image
@@ -80,6 +83,13 @@ class TrainConfig:
     max_seq_length: int = 128
     freeze_embeddings: bool = False  # on CPU e5-small's 96M-param embedding dominates AdamW
     freeze_backbone: bool = False  # train the head only (the backbone stays the base's)
+    freeze_layers: int = 0  # keep the embeddings and the bottom N transformer layers fixed
+    head_hidden: int = 0  # > 0: an MLP head (Dense → tanh → Dense) with this many hidden units
+    lora_r: int = 0  # > 0: train LoRA adapters of this rank (merged into the weights on save)
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    preserve_weight: float = 0.0  # λ: keep pooled features near the frozen base's (relative L2)
     head_init: str = "random"  # lstsq: closed-form ridge from base features to the teacher
     ridge: float = 1e-2  # lstsq: λ, relative to the mean eigenvalue of the feature covariance
     lstsq_max: int = 20000  # lstsq: English anchors it is fitted on (0 = all)
@@ -125,6 +135,19 @@ class TrainConfig:
             raise ConfigError("set epochs or max_steps to at least 1 (0 only with head_init lstsq)")
         if self.head_init == "lstsq" and self.head == "none":
             raise ConfigError("head_init lstsq fits a head: use head linear or tanh")
+        if self.head_init == "lstsq" and self.head_hidden:
+            raise ConfigError("head_init lstsq fits a linear head; an MLP head starts random")
+        if not 0.0 <= self.english_ratio <= 1.0:
+            raise ConfigError(f"english_ratio must be in [0, 1], got {self.english_ratio}")
+        if bool(self.english_data) != (self.english_ratio > 0):
+            raise ConfigError("english_data and english_ratio > 0 go together (sources and share)")
+        for key in ("freeze_layers", "head_hidden", "lora_r", "english_max", "lstsq_max"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.preserve_weight < 0:
+            raise ConfigError(f"preserve_weight must be >= 0, got {self.preserve_weight}")
+        if self.lora_r and (self.freeze_backbone or self.freeze_layers):
+            raise ConfigError("lora_r trains adapters on a frozen backbone: no freeze_* with it")
         if not self.languages:
             raise ConfigError("languages must name at least one language")
         parse_objectives(self.loss, self.loss_weights)

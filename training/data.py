@@ -52,6 +52,7 @@ class DataStats:
     dropped_empty: int = 0
     identical: int = 0  # kept: a caption that needs no translation is still a valid pair
     over_long: int = 0  # student inputs the tokenizer truncates (set by the trainer)
+    broad_english: int = 0  # English-only pairs from broad English data (set by the trainer)
 
     def add(self, pair: Pair) -> bool:
         """Count ``pair``; False when it must be dropped (empty side)."""
@@ -68,6 +69,7 @@ class DataStats:
             "dropped_empty": self.dropped_empty,
             "identical": self.identical,
             "over_long": self.over_long,
+            "broad_english": self.broad_english,
         }
 
 

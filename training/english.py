@@ -127,6 +127,23 @@ def sentences_of(source: Path) -> Iterator[str]:
         )
 
 
+def english_sources(names: Sequence[str]) -> list[Path]:
+    """Paths for ``english_data``; ``debian`` stands for every default source installed here."""
+    out: list[Path] = []
+    for name in names:
+        if name == "debian":
+            found = [p for p in DEFAULT_SOURCES if p.exists()]
+            if not found:
+                raise DataError(
+                    "english_data 'debian' needs wordnet-base, fortunes or python3.11-doc "
+                    "(apt-get install wordnet-base fortunes python3.11-doc)"
+                )
+            out += found
+        else:
+            out.append(Path(name))
+    return out
+
+
 def read_english(sources: Sequence[str | Path], limit: int = 0, seed: int = 0) -> list[str]:
     """Cleaned, de-duplicated sentences of every source; ``limit`` > 0 keeps a seeded sample."""
     seen: dict[str, None] = {}

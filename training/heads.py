@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from polyclip.encoders.base import run_batched
-from polyclip.encoders.sentence import SentenceEncoder, pool
+from polyclip.encoders.sentence import SentenceEncoder
 from polyclip.encoders.space import fingerprint, space_of
 from polyclip.training.teacher_cache import TeacherCache
 
@@ -35,8 +35,7 @@ def pooled_features(
     def forward(batch: list[str]) -> np.ndarray:
         tokens = student.tokenize(batch)
         with torch.inference_mode():
-            hidden = model.backbone(**tokens)[0]
-            return pool(hidden, tokens["attention_mask"], model.pooling).float().cpu().numpy()
+            return model.pooled(**tokens).float().cpu().numpy()
 
     try:
         return run_batched(

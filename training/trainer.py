@@ -14,6 +14,7 @@ log step and per evaluation), ``checkpoint.pt`` (the latest resumable state) and
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -30,24 +31,27 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from polyclip.encoders.hub import resolve_model_dir
 from polyclip.encoders.metrics import retrieval_metrics
-from polyclip.encoders.sentence import SentenceEncoder
+from polyclip.encoders.sentence import SentenceEncoder, pool, transformer_layers
 from polyclip.encoders.space import CARD_FILE
 from polyclip.training.config import ConfigError, TrainConfig
 from polyclip.training.data import (
     BatchStream,
     DataError,
+    DataStats,
     Pair,
     default_data_dir,
     queue_anchors,
     read_pairs,
     token_lengths,
 )
+from polyclip.training.english import english_sources, read_english
 from polyclip.training.heads import feature_cache, init_head_lstsq
 from polyclip.training.losses import Targets, build_loss
 from polyclip.training.retention import BaseReference
@@ -56,6 +60,7 @@ from polyclip.training.teacher_cache import TeacherCache
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+HEAD_INIT = "head_init.safetensors"  # the lstsq head the run started from
 STATEFUL = ("optimizer", "scheduler", "loss", "scaler", "stream")  # checkpointed state_dicts
 # Settings that may change between a checkpoint and its resumption without a warning.
 RESUMABLE_CHANGES = {"max_steps", "epochs", "out", "device", "resume", "log_every", "eval_every",
@@ -103,10 +108,18 @@ class Trainer:
             cfg.student, dimension=self.cache.dim, space=self.cache.space, teacher=cfg.teacher,
             pooling=cfg.pooling, head=cfg.head, prefixes={},  # type: ignore[arg-type]
             max_seq_length=cfg.max_seq_length, name=cfg.name, device=str(self.dev),
+            head_hidden=cfg.head_hidden,
         )  # fmt: skip
         self.head_fit: dict[str, Any] = {}
         if cfg.head_init == "lstsq":
             self._fit_head()
+        # The frozen base the preservation term compares with (the backbone as loaded).
+        self.base_backbone = None
+        if cfg.preserve_weight:
+            self.base_backbone = copy.deepcopy(self.student.model.backbone).eval()
+            self.base_backbone.requires_grad_(False)
+        if cfg.lora_r:
+            self._add_lora()
         torch.manual_seed(cfg.seed + self.ctx.rank)  # dropout differs between ranks
         self.loss = build_loss(
             cfg.loss, cfg.loss_weights or None, dim=self.cache.dim, queue_size=cfg.queue_size,
@@ -136,9 +149,12 @@ class Trainer:
     def _load_data(self) -> None:
         cfg = self.cfg
         self.data_dir = Path(cfg.data) if cfg.data else default_data_dir()
-        pairs, self.stats = read_pairs(
-            self.data_dir, cfg.train_split, cfg.languages, limit=cfg.train_max
-        )
+        pairs, self.stats = [], DataStats()
+        if cfg.english_ratio < 1:
+            pairs, self.stats = read_pairs(
+                self.data_dir, cfg.train_split, cfg.languages, limit=cfg.train_max
+            )
+        pairs += self._broad_english(len(pairs))
         val: list[Pair] = []
         self.val_source = ""
         if cfg.val_split:
@@ -155,6 +171,7 @@ class Trainer:
                 pairs = [p for p, k in zip(pairs, keys, strict=True) if k not in held]
                 keys = [self._key(p) for p in pairs]
                 self.stats.pairs = Counter(p.lang for p in pairs)
+                self.stats.broad_english = sum(p.en in self.broad for p in pairs)
         self.pairs = pairs
         resolve_model_dir(cfg.student)  # a wrong path fails now, not after the teacher pass
         val_keys = [self._key(p) for p in val]
@@ -169,6 +186,28 @@ class Trainer:
                 anchors = [self._key(p) for p in subset]
                 self.val[lang] = ([p.text for p in subset], self.cache.get(anchors))
                 self.val_en[lang] = [p.en for p in subset]
+
+    def _broad_english(self, parallel: int) -> list[Pair]:
+        """English-only pairs (anchor = text) from ``english_data``: ``english_ratio`` of the
+        stream, as many as needed beside ``parallel`` pairs (all of them at ratio 1)."""
+        cfg = self.cfg
+        self.broad: set[str] = set()
+        if not cfg.english_data:
+            return []
+        sentences = read_english(english_sources(cfg.english_data), cfg.english_max, cfg.seed)
+        ratio = cfg.english_ratio
+        want = len(sentences) if ratio == 1 else round(ratio / (1 - ratio) * parallel)
+        if want > len(sentences):
+            log.warning(
+                "english_ratio %.2f needs %d English sentences, %s has %d: the share is lower",
+                ratio, want, cfg.english_data, len(sentences),
+            )  # fmt: skip
+            want = len(sentences)
+        pick = np.random.default_rng(cfg.seed).permutation(len(sentences))[:want]
+        self.stats.broad_english = want
+        self.stats.pairs["en"] += want  # counted with the pairs, as after the DR hold-out
+        self.broad = {sentences[i] for i in pick}
+        return [Pair(sentences[i], sentences[i], "en") for i in sorted(pick)]
 
     def _fill(self, cache: TeacherCache, keys: list[str], desc: str = "teacher cache") -> None:
         """Every rank embeds its share of the missing keys, then all read every share."""
@@ -193,6 +232,12 @@ class Trainer:
         targets = self.cache.take(np.array([r for _, r in anchors], dtype=np.int64))
         cosine = init_head_lstsq(self.student, features.get(texts), targets, cfg.ridge)
         self.head_fit = {"anchors": len(texts), "ridge": cfg.ridge, "fit_cosine": round(cosine, 4)}
+        if self.ctx.main:  # the base's own head in the teacher's space, for WiSE-FT later
+            self.out.mkdir(parents=True, exist_ok=True)
+            dense = self.student.model.dense
+            assert dense is not None
+            head = {"weight": dense.weight.detach().cpu(), "bias": dense.bias.detach().cpu()}
+            save_file({k: v.contiguous() for k, v in head.items()}, self.out / HEAD_INIT)
 
     def _open_cache(self) -> TeacherCache:
         cfg = self.cfg
@@ -208,12 +253,32 @@ class Trainer:
             raise DataError(f"anchor 'image' needs an 'image' column; a pair has none: {pair}")
         return pair.image
 
+    def _add_lora(self) -> None:
+        """LoRA adapters on the backbone's linear layers; peft freezes everything else in it."""
+        from peft import LoraConfig, get_peft_model
+
+        cfg = self.cfg
+        lora = LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_targets), bias="none",
+        )  # fmt: skip
+        self.student.model.backbone = get_peft_model(self.student.model.backbone, lora)
+
     def _build_optimisation(self) -> None:
         cfg, model = self.cfg, self.student.model
         if cfg.freeze_embeddings:
             model.backbone.get_input_embeddings().weight.requires_grad_(False)
         if cfg.freeze_backbone:
             model.backbone.requires_grad_(False)
+        if cfg.freeze_layers:  # the whole embedding block: words, positions, types, LayerNorm
+            backbone = model.backbone
+            getattr(backbone, "embeddings", backbone.get_input_embeddings()).requires_grad_(False)
+            layers = transformer_layers(backbone)
+            if cfg.freeze_layers > len(layers):
+                msg = f"freeze_layers {cfg.freeze_layers}: the backbone has {len(layers)} layers"
+                raise ConfigError(msg)
+            for layer in layers[: cfg.freeze_layers]:
+                layer.requires_grad_(False)
         self.params = [p for p in model.parameters() if p.requires_grad]
         groups = [  # no weight decay on biases and LayerNorm weights, as BERT trains
             {"params": [p for p in self.params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
@@ -302,11 +367,15 @@ class Trainer:
                 where = {t: k for k, t in enumerate(unique)}
                 batch = self.student.tokenize(unique)
                 with torch.autocast(self.dev.type, dtype=self.amp, enabled=self.amp is not None):
-                    z = self.model(**batch).float()
-                z = z[torch.tensor([where[t] for t in texts], device=self.dev)]
+                    z, pooled = self.model(**batch, return_pooled=True)
+                    drift = self._drift(batch, pooled) if self.base_backbone is not None else None
+                z = z.float()[torch.tensor([where[t] for t in texts], device=self.dev)]
                 z_en = z[len(part) :] if self.loss.needs_student_en else None
                 targets = Targets(z_all, anchors, torch.from_numpy(pos).to(self.dev))
                 out = self.loss(targets, z[: len(part)], z_en)
+                if drift is not None:
+                    out["preserve"] = cfg.preserve_weight * drift
+                    out["loss"] = out["loss"] + out["preserve"]
                 self.scaler.scale(out["loss"] / accum).backward()
             for key, value in out.items():
                 sums[key] += value.item() / accum
@@ -319,6 +388,16 @@ class Trainer:
         if self.loss.dr is not None:  # every rank enqueues the whole global batch: same queue
             self.loss.dr.update_queue(z_all)
         return sums
+
+    def _drift(self, batch: dict[str, torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
+        """How far the pooled features moved from the frozen base's on the same texts:
+        ``mean ‖p_s − p_base‖² / mean ‖p_base‖²`` (so λ does not depend on the feature scale)."""
+        assert self.base_backbone is not None
+        with torch.no_grad():
+            hidden = self.base_backbone(**batch)[0]
+            ref = pool(hidden, batch["attention_mask"], self.student.model.pooling).float()
+        gap = (pooled.float() - ref).pow(2).sum(-1).mean()
+        return gap / ref.pow(2).sum(-1).mean().clamp_min(1e-12)
 
     # ---- validation --------------------------------------------------------------------
     def _evaluate(self, *, select: bool = True) -> bool:
@@ -398,9 +477,12 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         provenance = {**self._provenance(), "val": val}
         kept = {self.val_source: retention} if retention else {}
-        self.student.save(
-            tmp, languages=list(self.cfg.languages), provenance=provenance, retention=kept
-        )
+        student = self.student
+        if self.cfg.lora_r:  # save a copy with the adapters merged in; training goes on as is
+            merged = copy.deepcopy(student.model)
+            merged.backbone = merged.backbone.merge_and_unload()
+            student = SentenceEncoder(merged, student.tokenizer, student.info, student.card)
+        student.save(tmp, languages=list(self.cfg.languages), provenance=provenance, retention=kept)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
 
