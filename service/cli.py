@@ -9,7 +9,8 @@ import uvicorn
 
 from polyclip.service.config import CONFIG_ENV, ConfigError, config_path, load_settings
 
-GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish after SIGTERM
+GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish after SIGTERM; the pod's
+# terminationGracePeriodSeconds (deploy/k8s) must be longer, or the final flush is killed
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     if path is None:
         raise ConfigError(f"give --config PATH or set {CONFIG_ENV}")
+    os.environ["POLYCLIP_HOST"] = args.host  # the bind address decides the access defaults
     settings = load_settings(path)  # fail here, in one line, before uvicorn starts
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
@@ -39,6 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=settings.keepalive_timeout_s,
     )
     if args.workers == 1:
         from polyclip.service.app import create_app  # imports torch: only once the config is valid

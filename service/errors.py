@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from polyclip.encoders.errors import EncoderError
 from polyclip.service import domain
+from polyclip.service.domain import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,26 @@ def status_of(exc: domain.ServiceError) -> int:
     return next(code for cls, code in STATUS.items() if isinstance(exc, cls))
 
 
-def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+class Refusal(StarletteHTTPException):
+    """A request refused at the edge (host, load, credentials, body size or read time).
+
+    An HTTPException so that FastAPI passes it on when it is raised while a body is read,
+    instead of turning it into a generic 400.
+    """
+
+    def __init__(self, status: int, code: str, message: str, **headers: str) -> None:
+        super().__init__(status, message, headers or None)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_body(
+    code: str, message: str, field: str | None = None, request_id: str | None = None
+) -> dict[str, Any]:
     err: dict[str, Any] = {"code": code, "message": message}
     if field:
         err["field"] = field
+    if request_id:
+        err["request_id"] = request_id
     return {"error": err}
 
 
@@ -66,7 +83,8 @@ def error_response(
     field: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(code, message, field), status_code=status, headers=headers)
+    body = error_body(code, message, field, REQUEST_ID.get(None) or None)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -111,6 +129,11 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", message, field or None)
 
 
+async def _refusal(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refusal)
+    return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
@@ -122,12 +145,16 @@ async def _encoder_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "internal server error; see the server log")
+    rid = REQUEST_ID.get(None)
+    log.error("unhandled error on %s %s [%s]", request.method, request.url.path, rid, exc_info=exc)
+    return error_response(
+        500, "internal_error", f"internal server error; the server log has it under {rid}"
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(domain.ServiceError, _service_error)
+    app.add_exception_handler(Refusal, _refusal)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(EncoderError, _encoder_error)

@@ -10,7 +10,14 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -22,6 +29,7 @@ _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _TOKENS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 _FRACTION = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -91,6 +99,18 @@ class Metrics:
             buckets=_FRACTION,
             registry=r,
         )
+        self.quarantined = Gauge(
+            "te_store_quarantined_collections",
+            "collections that failed to open at start and are not served",
+            registry=r,
+        )
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, threads, fds
+
+    def forget_collection(self, name: str) -> None:
+        """Drop a dropped collection's series: labels must not outlive what they name."""
+        for labels in list(self.shadow_overlap._metrics):  # prometheus-client has no filter
+            if labels[0] == name:
+                self.shadow_overlap.remove(*labels)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -120,9 +140,11 @@ class RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
-            # The template (/collections/{name}), never the raw path: bounded label values.
+            # The template (/collections/{name}), never the raw path, and only known methods
+            # (uvicorn accepts any token as one): bounded label values.
             label = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
+            method = method if method in METHODS else "other"
             self.metrics.request_count.labels(label, method, str(status)).inc()
             self.metrics.request_duration.labels(label, method, str(status)).observe(
                 time.perf_counter() - start

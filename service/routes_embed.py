@@ -25,9 +25,9 @@ from polyclip.service.schemas import (
     TextEmbedRequest,
     Usage,
 )
-from polyclip.service.security import require_api_key
+from polyclip.service.security import bearer
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["embeddings"])
+router = APIRouter(dependencies=[Depends(bearer)], tags=["embeddings"])
 TRUNCATED_HEADER = "X-Polyclip-Truncated"  # indices of inputs cut at the model's max tokens
 
 
@@ -142,6 +142,7 @@ async def embed_image(request: Request, svc: Svc) -> EmbedResponse:
         )
     svc.check_count(len(refs), "images")
     model = svc.model(model_ref)
+    svc.require_images(model, "model")  # before a single image is decoded
     images = await svc.decode_images(refs, [f"images[{i}]" for i in range(len(refs))])
     rows = await svc.embed_images(model, images, "model")
     return EmbedResponse(

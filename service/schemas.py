@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
-from polyclip.service.filters import FilterSpec
+from polyclip.service.filters import FilterSpec, check_filter_size
 from polyclip.service.store import COLLECTION_NAME
+from polyclip.service.validation import SafeStr
 
 Prefix = Literal["query", "passage"]
-ModelRef = Annotated[str, Field(min_length=1, max_length=256, examples=["teacher"])]
+ModelRef = Annotated[SafeStr, Field(min_length=1, max_length=256, examples=["teacher"])]
 PointIdIn = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] | UUID
 PointIdOut = int | str
 MAX_LIMIT = 1000
@@ -36,12 +37,12 @@ class EmbeddingsRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")  # OpenAI SDKs send fields we do not use
 
-    input: str | list[str]
+    input: SafeStr | list[SafeStr]
     model: ModelRef
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     prefix: Prefix | None = None
-    user: str | None = None
+    user: SafeStr | None = Field(None, max_length=256)
 
 
 class EmbeddingData(BaseModel):
@@ -59,14 +60,14 @@ class EmbeddingsResponse(BaseModel):
 
 class TextEmbedRequest(_In):
     model: ModelRef
-    texts: list[str] = Field(min_length=1, examples=[["a dog runs in the park"]])
+    texts: list[SafeStr] = Field(min_length=1, examples=[["a dog runs in the park"]])
     prefix: Prefix | None = None
     truncate: bool = True  # false: a text over the model's token limit is a 422
 
 
 class ImageEmbedRequest(_In):
     model: ModelRef
-    images: list[str] = Field(min_length=1)  # base64, data URIs, or URLs when enabled
+    images: list[SafeStr] = Field(min_length=1)  # base64, data URIs, or URLs when enabled
 
 
 class EmbedResponse(BaseModel):
@@ -129,9 +130,9 @@ class CollectionList(BaseModel):
 
 class PointIn(_In):
     id: PointIdIn | None = None  # an unsigned int or a UUID; a UUID is made when absent
-    text: str | None = None
-    image: str | None = None  # base64, data URI, or URL when enabled
-    payload: dict[str, Any] | None = None
+    text: SafeStr | None = None
+    image: SafeStr | None = None  # base64, data URI, or URL when enabled
+    payload: dict[str, Any] | None = None  # bounded by limits.max_payload_* (checked by the core)
 
     @model_validator(mode="after")
     def _one_input(self) -> PointIn:
@@ -156,6 +157,8 @@ class DeletePointsRequest(_In):
     ids: list[PointIdIn] | None = Field(None, min_length=1)
     filter: FilterSpec | None = None
 
+    _filter_size = field_validator("filter", mode="before")(check_filter_size)
+
     @model_validator(mode="after")
     def _one_selector(self) -> DeletePointsRequest:
         if (self.ids is None) == (self.filter is None):
@@ -169,8 +172,8 @@ class DeletePointsResponse(BaseModel):
 
 
 class QueryIn(_In):
-    text: str | None = None
-    image: str | None = None
+    text: SafeStr | None = None
+    image: SafeStr | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> QueryIn:
@@ -184,10 +187,12 @@ class SearchRequest(_In):
     model: ModelRef | None = None  # default: the collection's first index model
     limit: int = Field(10, ge=1, le=MAX_LIMIT)
     filter: FilterSpec | None = None
-    lang: str | None = Field(None, max_length=64)  # shortcut for payload.lang == lang
+    lang: SafeStr | None = Field(None, max_length=64)  # shortcut for payload.lang == lang
     shadow: ModelRef | None = Field(
         None, description="also search with this model and report overlap@k with it"
     )
+
+    _filter_size = field_validator("filter", mode="before")(check_filter_size)
 
 
 class HitOut(BaseModel):

@@ -28,6 +28,7 @@ from polyclip.service.store import (
     PointId,
     PointRecord,
     StoreError,
+    StoreRefused,
     normalize_id,
 )
 
@@ -53,6 +54,7 @@ class ServerStore:
         # The local engine is plain Python and not thread-safe; a server handles concurrency.
         self._lock: Any = threading.Lock() if local else contextlib.nullcontext()
         self.url = url
+        self.quarantined: dict[str, str] = {}  # a Qdrant server opens its own collections
 
     def _do(self, what: str, fn: Callable[[], T], name: str | None = None) -> T:
         try:
@@ -63,6 +65,8 @@ class ServerStore:
         except Exception as e:  # connection refused, timeouts, server-side errors
             if name is not None and _missing(e):
                 raise CollectionNotFound(f"no collection named {name!r}") from e
+            if _refused(e):
+                raise StoreRefused(f"Qdrant refused to {what}: {e}") from e
             raise StoreError(f"Qdrant at {self.url} failed to {what}: {e}") from e
 
     def ping(self) -> None:
@@ -152,3 +156,10 @@ def _missing(e: Exception) -> bool:
     if isinstance(e, UnexpectedResponse):
         return e.status_code == 404
     return isinstance(e, ValueError) and "not found" in str(e)
+
+
+def _refused(e: Exception) -> bool:
+    """Input Qdrant would not take: a 400 or 422 from a server, a bad argument locally."""
+    if isinstance(e, UnexpectedResponse):
+        return e.status_code in (400, 422)
+    return isinstance(e, ValueError | TypeError | OverflowError)

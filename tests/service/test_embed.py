@@ -17,6 +17,7 @@ from polyclip.service.app import create_app
 from polyclip.service.config import Settings
 from polyclip.training.retention import write_card_retention
 from tests.images import b64, png_bytes
+from tests.live import local_client
 from tests.tiny import save_student
 
 TEXTS = ["a dog runs in the park", "ein hund läuft", "un chat"]
@@ -76,6 +77,7 @@ def test_long_texts_are_truncated_and_said_so(client: TestClient) -> None:
         "code": "text_too_long",
         "message": r.json()["error"]["message"],
         "field": "texts[0]",
+        "request_id": r.headers["x-request-id"],
     }
 
 
@@ -150,7 +152,7 @@ def test_models_list_shows_each_students_retention(
     bundle_meta = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert bundle_meta["card"]["retention"] == {"multi30k/val": table}
     extra = {"kept": {"path": str(student)}, "kept-onnx": {"path": str(tmp_path / "bundle")}}
-    with TestClient(create_app(make_settings(models=extra))) as api:
+    with local_client(create_app(make_settings(models=extra))) as api:
         listed = {m["id"]: m for m in api.get("/v1/models").json()["data"]}
     assert (
         listed["kept"]["retention"] == listed["kept-onnx"]["retention"] == {"multi30k/val": table}

@@ -14,6 +14,7 @@ from polyclip.service.store import (
     CollectionExists,
     CollectionMeta,
     CollectionNotFound,
+    CollectionQuarantined,
     PointRecord,
     SpaceIndex,
     Store,
@@ -149,19 +150,30 @@ def test_edge_store_persists_across_reopen(tmp_path: Path) -> None:
 
 
 def test_edge_store_belongs_to_one_process(tmp_path: Path) -> None:
+    """A second process finds the collection locked: it is quarantined there, and says why."""
     first = EdgeStore(tmp_path / "q")
     fill(first)
-    with pytest.raises(StoreError, match="one process"):
-        EdgeStore(tmp_path / "q")
+    second = EdgeStore(tmp_path / "q")
+    assert "locked by another process" in second.quarantined["c"]
+    assert "one server per data_dir" in second.quarantined["c"]
+    with pytest.raises(CollectionQuarantined, match="could not be opened"):
+        second.count("c")
     first.close()
 
 
-def test_edge_store_ignores_a_half_created_collection(tmp_path: Path) -> None:
+def test_edge_store_cleans_only_its_own_half_created_collection(tmp_path: Path) -> None:
     (tmp_path / "q" / "c" / "shard").mkdir(parents=True)  # a crash before collection.json
+    (tmp_path / "q" / "c" / ".polyclip").write_text("polyclip collection\n")
     store = EdgeStore(tmp_path / "q")
     assert store.names() == []
-    fill(store)  # create cleans the leftovers
+    fill(store)  # create cleans its leftovers
     assert store.count("c") == 3
+    mine = tmp_path / "q" / "d"  # a directory this store did not make
+    (mine / "shard").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(StoreError, match="is not touched"):
+        store.create(CollectionMeta("d", META.spaces))
+    assert (mine / "notes.txt").read_text() == "keep me"
     store.close()
 
 
