@@ -1,11 +1,17 @@
 """Dynamic micro-batching: one worker thread per model, batches cut from the whole queue.
 
 Requests from many clients are split into single inputs; the worker sorts everything waiting by
-token count and cuts a batch of similar lengths around the oldest input, within a padded-token
+token count and cuts a batch of similar lengths around an anchor input, within a padded-token
 budget and a batch size. Sorting across the queue, not per request, is what keeps padding low
 (for e5-small under onnxruntime, 1,000 captions sorted by length ran 1.6x faster than in file
-order); anchoring on the oldest input means nobody starves. The
-forward pass runs in the worker thread, so the event loop keeps serving while a batch computes.
+order). The forward pass runs in the worker thread, so the event loop keeps serving while a
+batch computes.
+
+Fairness: the anchor is the oldest input of the request with the fewest inputs waiting, so a
+client sending one text is not queued behind another's batch of 256; and a batch anchored on
+such a small request (at most ``SMALL_REQUEST`` inputs waiting) takes only inputs of small
+requests, so it is short. Nobody starves: an input that has waited ``FAIR_WAIT_S`` anchors
+the next batch, whatever its request's size.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +31,8 @@ import numpy as np
 from polyclip.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
+SMALL_REQUEST = 8  # inputs waiting: a request this small is served ahead of larger ones
+FAIR_WAIT_S = 1.0  # an input waiting this long anchors the next batch in any case
 
 
 class QueueFull(Exception):
@@ -209,10 +218,24 @@ class Batcher:
                 time.perf_counter() - start
             )
 
+    def _anchor(self, items: list[_Item]) -> tuple[_Item, Callable[[_Item], bool]]:
+        """The input the next batch is cut around, and which inputs may join it."""
+        oldest = items[0]
+        if time.monotonic() - oldest.req.enqueued >= FAIR_WAIT_S:
+            return oldest, lambda it: True
+        waiting = Counter(id(it.req) for it in items)
+        anchor = min(items, key=lambda it: (waiting[id(it.req)], it.req.enqueued))
+        if waiting[id(anchor.req)] <= SMALL_REQUEST:
+            return anchor, lambda it: waiting[id(it.req)] <= SMALL_REQUEST
+        return anchor, lambda it: True
+
     def _cut(self, items: list[_Item]) -> list[_Item]:
-        """The oldest input plus its nearest neighbours by length, within the budgets."""
-        anchor = items[0]
-        same = sorted((it for it in items if it.req.lane == anchor.req.lane), key=lambda x: x.cost)
+        """The anchor plus its nearest neighbours by length, within the budgets."""
+        anchor, may_join = self._anchor(items)
+        same = sorted(
+            (it for it in items if it.req.lane == anchor.req.lane and may_join(it)),
+            key=lambda x: x.cost,
+        )
         lo = next(i for i, it in enumerate(same) if it is anchor)
         hi = lo + 1
         longest = anchor.cost

@@ -119,7 +119,13 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    # The most specific problem: a union (``str | list[str]``) reports one error per member,
+    # and the member with the longest location is the one the client meant.
+    first = max(errors, key=lambda e: len(field_path(e.get("loc", ()))), default=None) or {
+        "loc": (),
+        "msg": "invalid request",
+        "type": "",
+    }
     if first.get("type") == "json_invalid":
         return error_response(400, "invalid_json", f"body is not valid JSON: {first['msg']}")
     field = field_path(first.get("loc", ()))
@@ -136,6 +142,8 @@ async def _refusal(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's body parser, on raw bytes
+        return error_response(422, "invalid_text", "the body is not valid UTF-8 text")
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 

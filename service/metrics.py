@@ -6,6 +6,7 @@ Each app owns its registry: two apps in one process (tests, reloads) never colli
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -104,7 +105,12 @@ class Metrics:
             "collections that failed to open at start and are not served",
             registry=r,
         )
-        ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, threads, fds
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, open fds
+        threads = Gauge(
+            "te_process_threads", "OS threads of the process (model and store pools included)",
+            registry=r,
+        )  # fmt: skip
+        threads.set_function(os_threads)
 
     def forget_collection(self, name: str) -> None:
         """Drop a dropped collection's series: labels must not outlive what they name."""
@@ -114,6 +120,16 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def os_threads() -> float:
+    """Every thread of this process (``/proc``), not only Python's: onnxruntime's and the
+    store's pools are where a leak would show."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return float(next(line.split()[1] for line in f if line.startswith("Threads:")))
+    except (OSError, StopIteration):
+        return float(threading.active_count())
 
 
 class RequestMetrics:

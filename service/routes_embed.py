@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import numpy as np
@@ -130,8 +131,10 @@ async def embed_image(request: Request, svc: Svc) -> EmbedResponse:
     if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         model_ref, refs = await _read_multipart(request, svc)
     elif ctype in ("application/json", ""):
-        try:
-            body = ImageEmbedRequest.model_validate_json(await request.body())
+        try:  # Python's parser, as FastAPI's: a lone-surrogate escape is the field's problem
+            body = ImageEmbedRequest.model_validate(json.loads(await request.body()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BadInput("invalid_json", "the body is not valid JSON") from e
         except ValidationError as e:
             raise RequestValidationError(e.errors(include_url=False)) from e
         model_ref, refs = body.model, list[str | bytes]()

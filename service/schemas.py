@@ -157,7 +157,7 @@ class DeletePointsRequest(_In):
     ids: list[PointIdIn] | None = Field(None, min_length=1)
     filter: FilterSpec | None = None
 
-    _filter_size = field_validator("filter", mode="before")(check_filter_size)
+    bounded_filter = field_validator("filter", mode="before")(check_filter_size)
 
     @model_validator(mode="after")
     def _one_selector(self) -> DeletePointsRequest:
@@ -192,7 +192,7 @@ class SearchRequest(_In):
         None, description="also search with this model and report overlap@k with it"
     )
 
-    _filter_size = field_validator("filter", mode="before")(check_filter_size)
+    bounded_filter = field_validator("filter", mode="before")(check_filter_size)
 
 
 class HitOut(BaseModel):

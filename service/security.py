@@ -180,13 +180,16 @@ class Edge:
                     message = await receive()
             except TimeoutError:
                 seconds = self.limits.request_read_timeout_s
-                raise Refusal(
-                    408, "request_timeout", f"the request body did not arrive within {seconds} s"
+                raise Refusal(  # the rest of the body may still come: close, not resync
+                    408,
+                    "request_timeout",
+                    f"the request body did not arrive within {seconds} s",
+                    Connection="close",
                 ) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:  # chunked uploads declare no length
-                    raise Refusal(413, "body_too_large", _too_large(limit))
+                    raise Refusal(413, "body_too_large", _too_large(limit), Connection="close")
             return message
 
         return bounded

@@ -146,6 +146,9 @@ class EdgeStore:
     def get(self, name: str) -> CollectionMeta:
         with self._lock:
             meta = self._meta.get(name)
+            why = self.quarantined.get(name)
+        if why is not None:
+            raise CollectionQuarantined(f"collection {name!r} could not be opened at start: {why}")
         if meta is None:
             raise CollectionNotFound(f"no collection named {name!r}")
         return meta

@@ -83,13 +83,13 @@ async def wait_queued(http: httpx.AsyncClient, model: str, n: int, timeout: floa
             await asyncio.sleep(0.02)
 
 
-def local_client(app: object, **kwargs: object) -> TestClient:
-    """The in-process app as a loopback client of a loopback-bound server sees it: the
-    defaults (Host names, admin routes without a key) apply as for ``polyclip serve``."""
+def local_client(app: object, client: tuple[str, int] = ("127.0.0.1", 50000)) -> TestClient:
+    """The in-process app as a client at ``client`` (loopback by default) reaching the server
+    by its loopback address: the defaults (Host names, admin routes without a key) apply as
+    for ``polyclip serve``."""
     return TestClient(
         app,  # type: ignore[arg-type]
         base_url="http://127.0.0.1",
-        client=("127.0.0.1", 50000),
+        client=client,
         raise_server_exceptions=False,
-        **kwargs,  # type: ignore[arg-type]
     )

@@ -187,3 +187,24 @@ def test_container_models_config_is_valid(k8s: dict[str, dict[str, Any]], tmp_pa
     settings = load_settings(path)
     assert all(m.path.startswith("/models/") for m in settings.models.values())
     assert {"teacher", "student"} <= set(settings.models) | set(settings.aliases)
+
+
+def test_grace_period_outlasts_the_graceful_shutdown(k8s: dict[str, dict[str, Any]]) -> None:
+    """Kubernetes kills the pod after terminationGracePeriodSeconds: it must leave the server
+    its graceful shutdown and the final flush of the store."""
+    from polyclip.service.cli import GRACEFUL_SHUTDOWN_S
+
+    pod = k8s["Deployment"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= GRACEFUL_SHUTDOWN_S + 15
+
+
+def test_deploy_sets_the_allowed_hosts(compose: dict[str, Any], k8s: dict[str, dict]) -> None:
+    """Bound to 0.0.0.0 the default is any Host; deployments name theirs explicitly."""
+    import json
+
+    env = compose["services"]["polyclip"]["environment"]
+    assert json.loads(env["POLYCLIP_ALLOWED_HOSTS"])
+    container = k8s["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    names = {e["name"]: e for e in container["env"]}
+    key = names["POLYCLIP_ALLOWED_HOSTS"]["valueFrom"]["configMapKeyRef"]["key"]
+    assert json.loads(k8s["ConfigMap"]["data"][key])

@@ -147,3 +147,51 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_goes_on() -> None:
 
     asyncio.run(main())
     b.close()
+
+
+def test_a_small_request_is_not_queued_behind_a_large_one() -> None:
+    """A client with one text while another sends 90: the one text goes in the very next
+    batch, alone with other small requests, not after the 90 (three more batches of 32)."""
+    rec = Recorder()
+    b = make(rec, max_batch_size=32, max_wait_s=0.0)
+
+    async def main() -> tuple:
+        rec.gate.clear()
+        big = asyncio.create_task(b.submit("text", [f"b{i:02d}" for i in range(90)]))
+        await asyncio.to_thread(rec.entered.wait, 10)  # the first batch of the 90 is running
+        small = asyncio.create_task(b.submit("text", ["s"]))
+        tiny = asyncio.create_task(b.submit("text", ["tt", "uu"]))
+        await asyncio.sleep(0.05)
+        rec.gate.set()
+        return await big, await small, await tiny
+
+    asyncio.run(main())
+    b.close()
+    assert [len(x) for x in rec.batches] == [32, 3, 32, 26]
+    assert sorted(rec.batches[1]) == ["s", "tt", "uu"]
+
+
+def test_an_old_input_anchors_the_next_batch_whatever_its_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small requests all the time must not starve a large one: past FAIR_WAIT_S it goes."""
+    from polyclip.service import batcher
+
+    monkeypatch.setattr(batcher, "FAIR_WAIT_S", 0.0)
+    rec = Recorder()
+    b = make(rec, max_batch_size=32, max_wait_s=0.0)
+
+    async def main() -> None:
+        rec.gate.clear()
+        first = asyncio.create_task(b.submit("text", ["x"]))
+        await asyncio.to_thread(rec.entered.wait, 10)
+        big = asyncio.create_task(b.submit("text", [f"b{i:02d}" for i in range(40)]))
+        await asyncio.sleep(0.02)
+        small = asyncio.create_task(b.submit("text", ["s"]))
+        await asyncio.sleep(0.02)
+        rec.gate.set()
+        await asyncio.gather(first, big, small)
+
+    asyncio.run(main())
+    b.close()
+    assert rec.batches[1][0].startswith("b")  # the older large request, not the newer "s"
