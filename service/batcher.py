@@ -45,10 +45,12 @@ class BatcherClosed(Exception):
 
 @dataclass(frozen=True)
 class Lane:
-    """One modality of a model: how to cost an input and how to run a batch of them."""
+    """One modality of a model: how inputs are prepared (texts tokenized, once, every fresh
+    input of the queue in one call), what a prepared input costs, how a batch of them runs."""
 
-    cost: Callable[[list[Any]], list[int]]  # tokens per input (1 per image)
-    run: Callable[[list[Any]], np.ndarray]  # (N, D) float32 unit rows
+    prepare: Callable[[list[Any]], list[Any]]  # e.g. texts → their token ids
+    cost: Callable[[Any], int]  # tokens of one prepared input (1 per image)
+    run: Callable[[list[Any]], np.ndarray]  # prepared inputs → (N, D) float32 unit rows
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     enqueued: float
     remaining: int
+    prepared: list[Any] = field(default_factory=list)
     costs: list[int] = field(default_factory=list)
     rows: np.ndarray | None = None
     finished: bool = False  # resolved by the worker (the future itself is set on the loop)
@@ -175,7 +178,7 @@ class Batcher:
             items = self._wait_for_items()
             if items is None:
                 return
-            self._count_tokens(items)
+            self._prepare(items)
             batch = self._cut(items)
             with self._cond:
                 taken = set(map(id, batch))
@@ -200,23 +203,36 @@ class Batcher:
                     return list(self._pending)
                 self._cond.wait(left)
 
-    def _count_tokens(self, items: list[_Item]) -> None:
-        """Cost every input not yet costed, one call per request (tokenisers like lists)."""
+    def _prepare(self, items: list[_Item]) -> None:
+        """Prepare (tokenize) every fresh request's inputs, all of one lane in one call."""
         fresh: dict[int, _Request] = {id(it.req): it.req for it in items if it.cost < 0}
+        if not fresh:
+            return
         start = time.perf_counter()
-        for req in fresh.values():
+        for name, lane in self.lanes.items():
+            reqs = [r for r in fresh.values() if r.lane == name]
+            if not reqs:
+                continue
             try:
-                req.costs = [int(c) for c in self.lanes[req.lane].cost(req.inputs)]
-            except Exception as e:  # a tokenizer failure fails its request only
-                req.costs = [1] * len(req.inputs)
-                req.fail(e)
+                prepared = lane.prepare([x for r in reqs for x in r.inputs])
+            except Exception:  # one bad input: find whose, request by request
+                prepared = None
+            offset = 0
+            for req in reqs:
+                try:
+                    if prepared is None:
+                        req.prepared = lane.prepare(req.inputs)
+                    else:
+                        req.prepared = prepared[offset : offset + len(req.inputs)]
+                        offset += len(req.inputs)
+                    req.costs = [int(lane.cost(x)) for x in req.prepared]
+                except Exception as e:  # a tokenizer failure fails its request only
+                    req.prepared, req.costs = list(req.inputs), [1] * len(req.inputs)
+                    req.fail(e)
         for it in items:
             if it.cost < 0:
                 it.cost = it.req.costs[it.index]
-        if fresh:
-            self.metrics.tokenization_duration.labels(self.name).observe(
-                time.perf_counter() - start
-            )
+        self.metrics.tokenization_duration.labels(self.name).observe(time.perf_counter() - start)
 
     def _anchor(self, items: list[_Item]) -> tuple[_Item, Callable[[_Item], bool]]:
         """The input the next batch is cut around, and which inputs may join it."""
@@ -265,7 +281,7 @@ class Batcher:
             self.metrics.queue_duration.labels(self.name).observe(now - it.req.enqueued)
         start = time.perf_counter()
         try:
-            rows = self.lanes[lane].run([it.req.inputs[it.index] for it in live])
+            rows = self.lanes[lane].run([it.req.prepared[it.index] for it in live])
         except Exception as e:  # bad input or a broken model: fail these requests, keep serving
             log.warning("model %s: batch of %d failed: %s", self.name, len(live), e)
             for req in {id(it.req): it.req for it in live}.values():

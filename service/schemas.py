@@ -11,6 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from polyclip.encoders.embedding_types import EmbeddingType
 from polyclip.service.filters import FilterSpec, check_filter_size
 from polyclip.service.store import COLLECTION_NAME
 from polyclip.service.validation import SafeStr
@@ -42,13 +43,20 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     prefix: Prefix | None = None
+    embedding_type: EmbeddingType = Field(
+        "float",
+        description="float, or quantised after `dimensions`: int8/uint8 (one byte a dimension, "
+        "the model's calibration ranges), binary/ubinary (sign bits packed 8 to a byte)",
+    )
     user: SafeStr | None = Field(None, max_length=256)
 
 
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str  # base64 of little-endian float32 with encoding_format=base64
+    # floats, or ints for the quantised types; with encoding_format=base64, the raw bytes
+    # (little-endian float32, or one byte per int8/uint8 value or per 8 bits)
+    embedding: list[float] | list[int] | str
 
 
 class EmbeddingsResponse(BaseModel):
@@ -63,6 +71,7 @@ class TextEmbedRequest(_In):
     texts: list[SafeStr] = Field(min_length=1, examples=[["a dog runs in the park"]])
     prefix: Prefix | None = None
     truncate: bool = True  # false: a text over the model's token limit is a 422
+    embedding_type: EmbeddingType = "float"
 
 
 class ImageEmbedRequest(_In):
@@ -74,7 +83,8 @@ class EmbedResponse(BaseModel):
     model: str
     space: str
     dimension: int
-    embeddings: list[list[float]]
+    embedding_type: EmbeddingType = "float"
+    embeddings: list[list[float]] | list[list[int]]
     truncated: list[int] = Field(default_factory=list)  # inputs cut at the model's max tokens
     usage: Usage | None = None
 

@@ -32,7 +32,7 @@ class Recorder:
         return np.array([[len(x), ord(x[0])] for x in xs], dtype=np.float32)
 
     def lane(self) -> Lane:
-        return Lane(cost=lambda xs: [len(x) for x in xs], run=self.run)
+        return Lane(prepare=list, cost=len, run=self.run)
 
 
 def make(rec: Recorder, **kw: float) -> Batcher:
@@ -132,7 +132,7 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_goes_on() -> None:
 
     b = Batcher(
         "m",
-        {"text": Lane(cost=lambda xs: [1] * len(xs), run=run)},
+        {"text": Lane(prepare=list, cost=lambda _: 1, run=run)},
         max_batch_tokens=100,
         max_batch_size=8,
         max_wait_s=0,
@@ -195,3 +195,33 @@ def test_an_old_input_anchors_the_next_batch_whatever_its_request(
     asyncio.run(main())
     b.close()
     assert rec.batches[1][0].startswith("b")  # the older large request, not the newer "s"
+
+
+def test_fresh_inputs_are_prepared_in_one_call_and_a_bad_one_fails_alone() -> None:
+    """Every request waiting is tokenized in one call; when one input breaks the tokenizer,
+    only its request fails."""
+    calls: list[list[str]] = []
+
+    def prepare(xs: list[str]) -> list[str]:
+        calls.append(list(xs))
+        if "bad" in xs:
+            raise ValueError("cannot tokenize")
+        return xs
+
+    rec = Recorder()
+    b = Batcher(
+        "m",
+        {"text": Lane(prepare=prepare, cost=len, run=rec.run)},
+        max_batch_tokens=1000, max_batch_size=64, max_wait_s=0.2, max_queue_items=100,
+        metrics=Metrics(),
+    )  # fmt: skip
+
+    async def main() -> list:
+        jobs = [b.submit("text", xs) for xs in (["a", "bb"], ["ccc"], ["bad"], ["dd"])]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    results = asyncio.run(main())
+    b.close()
+    assert calls[0] == ["a", "bb", "ccc", "bad", "dd"]  # one call for all, then one each
+    assert isinstance(results[2], ValueError)
+    assert [r.rows.shape[0] for i, r in enumerate(results) if i != 2] == [2, 1, 1]

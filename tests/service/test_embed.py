@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -158,3 +159,51 @@ def test_models_list_shows_each_students_retention(
         listed["kept"]["retention"] == listed["kept-onnx"]["retention"] == {"multi30k/val": table}
     )
     assert listed["teacher"]["retention"] is None
+
+
+def test_output_embedding_types(client: TestClient) -> None:
+    """binary/ubinary need nothing; int8/uint8 need the model's calibration ranges; all are
+    sentence-transformers' quantize_embeddings of the float rows, after ``dimensions``."""
+    from sentence_transformers.util.quantization import quantize_embeddings
+
+    body = {"model": "teacher", "input": TEXTS, "dimensions": 12}
+    floats = np.array([d["embedding"] for d in client.post("/v1/embeddings", json=body).json()[
+        "data"]], dtype=np.float32)  # fmt: skip
+    for kind in ("binary", "ubinary"):
+        r = client.post("/v1/embeddings", json={**body, "embedding_type": kind})
+        got = np.array([d["embedding"] for d in r.json()["data"]])
+        want = quantize_embeddings(floats, precision=kind)
+        assert got.shape == (3, 2) and np.array_equal(got, want)
+        r = client.post("/v1/embeddings", json={**body, "embedding_type": kind,
+                                                "encoding_format": "base64"})  # fmt: skip
+        raw = base64.b64decode(r.json()["data"][0]["embedding"])
+        assert np.array_equal(np.frombuffer(raw, dtype=want.dtype), want[0])
+    r = client.post("/v1/embeddings", json={**body, "embedding_type": "int8"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "no_calibration"
+
+
+def test_calibrated_int8_and_uint8(make_settings: Callable[..., Settings], clip_dir: Path,
+                                   tmp_path: Path) -> None:  # fmt: skip
+    from sentence_transformers.util.quantization import quantize_embeddings
+
+    from polyclip.__main__ import main
+    from tests.captions import write_aligned
+
+    model = shutil.copytree(clip_dir, tmp_path / "clip")
+    data = write_aligned(tmp_path / "data", {"train": (40, 0)})
+    argv = ["models", "calibrate", str(model), "--data", str(data), "--langs", "de,fr",
+            "--texts", "50"]  # fmt: skip
+    assert main(argv) == 0
+    calibration = np.load(model / "calibration.npy")
+    assert calibration.shape == (50, 16) and calibration.dtype == np.float16
+    extra = {"cal": {"path": str(model)}}
+    with local_client(create_app(make_settings(models=extra))) as c:
+        texts = {"model": "cal", "texts": TEXTS}
+        floats = np.array(c.post("/embed/text", json=texts).json()["embeddings"], np.float32)
+        for kind in ("int8", "uint8"):
+            r = c.post("/embed/text", json={**texts, "embedding_type": kind})
+            assert r.json()["embedding_type"] == kind
+            want = quantize_embeddings(
+                floats, precision=kind, calibration_embeddings=calibration.astype(np.float32)
+            )
+            assert np.array_equal(np.array(r.json()["embeddings"]), want)  # fmt: skip
