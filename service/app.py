@@ -23,6 +23,7 @@ from polyclip.service.metrics import Metrics, RequestMetrics
 from polyclip.service.routes_admin import admin, public
 from polyclip.service.routes_embed import router as embed_router
 from polyclip.service.routes_search import router as search_router
+from polyclip.service.routes_ui import router as ui_router
 from polyclip.service.schemas import ERROR_RESPONSES
 from polyclip.service.security import Edge, is_loopback
 
@@ -66,7 +67,7 @@ def create_app(settings: Settings, config_file: Path | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.svc = None
     install_error_handlers(app)
-    for router in (public, embed_router, search_router, admin):
+    for router in (public, embed_router, search_router, admin, ui_router):
         app.include_router(router)
     app.add_middleware(Edge, settings=settings)
     if settings.cors_origins:  # outside the edge: a preflight carries no credentials

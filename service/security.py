@@ -39,6 +39,7 @@ bearer = HTTPBearer(auto_error=False, description="the server's API key, when it
 
 OPS = ("/health", "/ready", "/metrics")  # probes and scrapers: no Host, key or load checks
 DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+PAGE = ("/", "/ui", "/ui/app.js", "/ui/style.css")  # the search page; its API calls need the key
 # Routes whose bodies are small by nature (queries, filters, names): a lower size cap keeps a
 # huge filter from tying up the parser.
 SMALL_BODY = re.compile(r"^/(collections(/[^/]+(/search|/points)?)?|admin/.*)$")
@@ -135,7 +136,7 @@ class Edge:
             )
 
     def _check_access(self, path: str, headers: dict[str, bytes], scope: Scope) -> None:
-        if path in DOCS:
+        if path in DOCS or path in PAGE:
             return
         admin = path.startswith("/admin/") or path == "/admin"
         expected = self.admin_key if admin else self.key
