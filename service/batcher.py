@@ -132,6 +132,8 @@ class Batcher:
         self.max_queue_items = max_queue_items
         self.metrics = metrics
         self._pending: list[_Item] = []  # arrival order
+        metrics.queue_capacity.labels(name).set(max_queue_items)
+        metrics.queue_size.labels(name).set(0)
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("qdrant_api_key", "polyclip_qdrant_api_key")
     )
+    # qdrant-client's local mode on disk: the server path, without a server. One process at a
+    # time (qdrant-client locks the folder); what it writes opens with QdrantClient(path=...).
+    qdrant_path: Path | None = None
     api_key: SecretStr | None = None  # Bearer key for every route but /health, /ready, /metrics
     admin_api_key: SecretStr | None = None  # for /admin/*; default: api_key
     # Host headers answered; None: loopback names for a loopback bind, any for other binds
@@ -155,6 +158,8 @@ class Settings(BaseSettings):
                     f"model {name!r}: max_queue_items ({m.max_queue_items}) must be at least "
                     f"limits.max_items ({self.limits.max_items})"
                 )
+        if self.qdrant_url and self.qdrant_path:
+            raise ValueError("give qdrant_url (a server) or qdrant_path (local files), not both")
         if self.demo and self.demo.model not in self.models and self.demo.model not in self.aliases:
             raise ValueError(f"demo.model {self.demo.model!r} is neither a model nor an alias")
         return self

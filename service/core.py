@@ -55,10 +55,13 @@ class AliasState:
 
 
 def open_store(settings: Settings) -> Store:
-    """The embedded store under ``data_dir``, or a Qdrant server when a URL is set."""
+    """The embedded store under ``data_dir``, a Qdrant server when a URL is set, or
+    qdrant-client's local files at ``qdrant_path``."""
     if settings.qdrant_url:
         key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         return ServerStore(settings.qdrant_url, key)
+    if settings.qdrant_path:
+        return ServerStore(path=settings.qdrant_path)
     return EdgeStore(settings.data_dir)
 
 
@@ -110,11 +113,13 @@ class Service:
             except BaseException:
                 await svc.stop()
                 raise
+        metrics.ready.set(1)
         return svc
 
     async def stop(self) -> None:
         """Finish queued work, stop the workers, flush and close the store."""
         self.draining = True
+        self.metrics.ready.set(0)
         await asyncio.to_thread(self.registry.close)
         await asyncio.to_thread(self.collections.store.close)
 
@@ -126,7 +131,9 @@ class Service:
             await asyncio.to_thread(self.collections.store.ping)
         except StoreError as e:
             log.error("readiness: the store failed: %s", e)
+            self.metrics.ready.set(0)
             return "the store is unavailable; the server log has the details"
+        self.metrics.ready.set(1)
         return None
 
     # ---- limits ----------------------------------------------------------------------------

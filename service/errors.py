@@ -1,8 +1,12 @@
-"""HTTP at the edge: every failure becomes ``{"error": {"code", "message", "field"?}}``.
+"""HTTP at the edge: every failure becomes one JSON shape, OpenAI's extended with polyclip's::
+
+    {"error": {"message", "type", "param", "code", "field"?, "request_id"}}
 
 Clients branch on ``code`` (stable, snake_case) and show ``message`` (says what to do);
-``field`` points at the offending input (``texts[3]``, ``query.image``) when there is one. The
-core raises :mod:`polyclip.service.domain` errors; this is the one place they meet status codes.
+``field`` (and OpenAI's ``param``) points at the offending input (``texts[3]``,
+``query.image``) when there is one; ``type`` is OpenAI's error class, so the OpenAI SDKs raise
+the right exception with the message; ``request_id`` finds the server's log line. The core
+raises :mod:`polyclip.service.domain` errors; this is the one place they meet status codes.
 """
 
 from __future__ import annotations
@@ -65,10 +69,24 @@ class Refusal(StarletteHTTPException):
         self.status, self.code, self.message = status, code, message
 
 
+def openai_type(status: int) -> str:
+    """OpenAI's ``error.type`` for a status (what its SDKs and clients expect)."""
+    if status >= 500:
+        return "server_error"
+    return {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}.get(
+        status, "invalid_request_error"
+    )
+
+
 def error_body(
-    code: str, message: str, field: str | None = None, request_id: str | None = None
+    code: str,
+    message: str,
+    field: str | None = None,
+    request_id: str | None = None,
+    status: int = 400,
 ) -> dict[str, Any]:
-    err: dict[str, Any] = {"code": code, "message": message}
+    err: dict[str, Any] = {"message": message, "type": openai_type(status), "param": field,
+                           "code": code}  # fmt: skip
     if field:
         err["field"] = field
     if request_id:
@@ -83,7 +101,7 @@ def error_response(
     field: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = error_body(code, message, field, REQUEST_ID.get(None) or None)
+    body = error_body(code, message, field, REQUEST_ID.get(None) or None, status)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

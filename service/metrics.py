@@ -51,6 +51,11 @@ class Metrics:
         self.queue_size = Gauge(
             "te_queue_size", "texts and images waiting for a batch", ["model"], registry=r
         )
+        self.queue_capacity = Gauge(
+            "te_queue_capacity", "inputs a model's queue holds before it answers 429", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.ready = Gauge("te_ready", "1 while the server is ready (what /ready says)", registry=r)
         self.batch_size = Histogram(
             "te_batch_next_size",
             "inputs per forward pass",

@@ -240,9 +240,12 @@ class AliasTable(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str
     message: str
+    type: str  # OpenAI's class: invalid_request_error, authentication_error, server_error, ...
+    param: str | None = None  # OpenAI's name for the offending input (= field)
+    code: str
     field: str | None = None
+    request_id: str | None = None
 
 
 class ErrorResponse(BaseModel):

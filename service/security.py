@@ -201,7 +201,7 @@ def _too_large(limit: int) -> str:
 
 
 async def _send_error(send: Send, e: Refusal, rid: str) -> None:
-    body = json.dumps(error_body(e.code, e.message, request_id=rid)).encode()
+    body = json.dumps(error_body(e.code, e.message, request_id=rid, status=e.status)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     headers += [(k.lower().encode(), v.encode()) for k, v in (e.headers or {}).items()]
     await send({"type": "http.response.start", "status": e.status, "headers": headers})

@@ -16,15 +16,17 @@ input was refused and :class:`StoreError` otherwise; Rust panics included.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import re
 import shutil
 import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import qdrant_edge as qe
 
@@ -45,6 +47,7 @@ from polyclip.service.store import (
 
 log = logging.getLogger(__name__)
 META_FILE = "collection.json"
+LOCK_FILE = ".lock"
 MARKER = ".polyclip"  # written first into every collection directory this store creates
 T = TypeVar("T")
 _REFUSED = (ValueError, TypeError, OverflowError)  # the engine's "bad argument" errors
@@ -61,6 +64,26 @@ def _is_panic(e: BaseException) -> bool:
     return type(e).__name__ == "PanicException"
 
 
+def _hold(data_dir: Path) -> IO[str]:
+    """An exclusive lock on ``data_dir/.lock`` for as long as the store is open."""
+    f = open(data_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held until close)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise StoreError(
+            f"the store directory {data_dir} is in use by another process (pid {pid}): the "
+            "embedded store belongs to one process; stop that server first (or use QDRANT_URL)"
+        ) from e
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
 class EdgeStore:
     """Collections as Qdrant Edge shards under ``data_dir``; one process owns the directory."""
 
@@ -72,6 +95,7 @@ class EdgeStore:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the store directory {self.data_dir}: {e}") from e
+        self._held = _hold(self.data_dir)  # one process per directory, said plainly
         self._lock = threading.RLock()  # guards the dicts and the directories of collections
         self._shards: dict[str, qe.EdgeShard] = {}
         self._meta: dict[str, CollectionMeta] = {}
@@ -223,6 +247,7 @@ class EdgeStore:
                 shard.close()
             except Exception as e:  # keep closing the others
                 log.error("closing collection %s failed: %s", name, e)
+        self._held.close()  # releases the directory
 
     # ---- helpers ---------------------------------------------------------------------------
     def _dir(self, name: str) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from qdrant_client import QdrantClient
@@ -41,19 +42,22 @@ class ServerStore:
 
     kind = "server"
 
-    def __init__(self, url: str, api_key: str | None = None) -> None:
-        local = url == ":memory:"
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, path: Path | None = None
+    ) -> None:
+        local = url == ":memory:" or path is not None
         try:
-            self.client = (
-                QdrantClient(location=":memory:")
-                if local
-                else QdrantClient(url=url, api_key=api_key, timeout=30)
-            )
+            if path is not None:
+                self.client = QdrantClient(path=str(path))
+            elif url == ":memory:":
+                self.client = QdrantClient(location=":memory:")
+            else:
+                self.client = QdrantClient(url=url, api_key=api_key, timeout=30)
         except Exception as e:
-            raise StoreError(f"cannot reach Qdrant at {url}: {e}") from e
+            raise StoreError(f"cannot open Qdrant at {url or path}: {e}") from e
         # The local engine is plain Python and not thread-safe; a server handles concurrency.
         self._lock: Any = threading.Lock() if local else contextlib.nullcontext()
-        self.url = url
+        self.url = url or str(path)
         self.quarantined: dict[str, str] = {}  # a Qdrant server opens its own collections
 
     def _do(self, what: str, fn: Callable[[], T], name: str | None = None) -> T:
