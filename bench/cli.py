@@ -1,4 +1,4 @@
-"""``polyclip bench load|quality``: measure a running server over HTTP, as its clients see it."""
+"""``polyclip bench load|quality|soak``: measure a running server over HTTP, as clients see it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from polyclip.bench.client import BenchError
 from polyclip.bench.data import CAPTIONS, read_lines
 from polyclip.bench.load import LoadConfig, failed_levels, run_load
 from polyclip.bench.quality import QualityConfig, run_quality
-from polyclip.bench.report import load_summary, quality_summary, write_report
+from polyclip.bench.report import load_summary, quality_summary, soak_summary, write_report
+from polyclip.bench.soak import SoakConfig, run_soak
 from polyclip.encoders.argtypes import int_list, parse_duration, positive_int, str_list
 from polyclip.encoders.captions import read_parallel
 
@@ -46,6 +47,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=parse_duration, default=30.0, metavar="30s")
     p.add_argument("--max-error-rate", type=float, default=0.01, metavar="0.01")
     p.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
+    p.add_argument(
+        "--noise-batch", type=int, default=0, metavar="N",
+        help="background clients send N texts per request during every level (not counted)",
+    )  # fmt: skip
+    p.add_argument("--noise-clients", type=int, default=1, metavar="N")
     p.add_argument("--out", default="artifacts/bench", help="directory for load.json/.md/.png")
     p.set_defaults(func=cmd_load)
 
@@ -71,6 +77,40 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
     q.add_argument("--out", default="artifacts/bench", help="directory for quality.json/.md/.png")
     q.set_defaults(func=cmd_quality)
+    _add_soak(kinds)
+
+
+def _add_soak(kinds: argparse._SubParsersAction) -> None:
+    s = kinds.add_parser(
+        "soak",
+        help="many clients at a fixed offered rate for a long time: errors, latency, leaks",
+        description="Open-loop load mixing /v1/embeddings, upserts and searches on a fresh "
+        "collection; samples the server's memory and threads from /metrics.",
+    )
+    s.add_argument("--url", default="http://127.0.0.1:8000")
+    s.add_argument("--model", default="student", help="embeds and queries")
+    s.add_argument("--index-model", default="teacher", help="indexes the soak collection")
+    s.add_argument("--rate", type=float, required=True, help="requests per second offered")
+    s.add_argument("--clients", type=positive_int, default=64)
+    s.add_argument("--duration", type=parse_duration, default=600.0, metavar="10m")
+    s.add_argument("--texts", metavar="FILE", help="one text per line (.gz ok)")
+    s.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
+    s.add_argument("--timeout", type=parse_duration, default=30.0, metavar="30s")
+    s.add_argument("--out", default="artifacts/bench", help="directory for soak.json/.md/.png")
+    s.set_defaults(func=cmd_soak)
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    _quiet_http_logs()
+    cfg = SoakConfig(
+        url=args.url, model=args.model, index_model=args.index_model, rate=args.rate,
+        duration_s=args.duration, clients=args.clients, api_key=args.api_key,
+        timeout_s=args.timeout,
+    )  # fmt: skip
+    texts = read_lines(args.texts) if args.texts else list(CAPTIONS)
+    report = asyncio.run(run_soak(cfg, texts))
+    _publish(report, args.out, soak_summary(report))
+    return 0
 
 
 def _quiet_http_logs() -> None:
@@ -104,6 +144,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         timeout_s=args.timeout,
         max_error_rate=args.max_error_rate,
+        noise_batch=max(0, args.noise_batch),
+        noise_clients=max(0, args.noise_clients),
     )
     texts = read_lines(args.texts) if args.texts else list(CAPTIONS)
     report = asyncio.run(run_load(cfg, texts))

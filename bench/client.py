@@ -75,3 +75,27 @@ def cpu_seconds() -> float:
     """User + system CPU this process has used: the load client's own cost on shared cores."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+async def server_process(client: httpx.AsyncClient) -> dict[str, float]:
+    """The server's own process figures from its ``/metrics`` (prometheus-client's process
+    collector): CPU seconds, resident bytes, threads, open files; empty if it has none."""
+    try:
+        text = (await client.get("/metrics")).text
+    except httpx.HTTPError:
+        return {}
+    wanted = {
+        "process_cpu_seconds_total": "cpu_s",
+        "process_resident_memory_bytes": "rss_bytes",
+        "te_process_threads": "threads",
+        "process_open_fds": "open_fds",
+    }
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            try:
+                found[wanted[name]] = float(value)
+            except ValueError:
+                continue
+    return found

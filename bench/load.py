@@ -28,6 +28,7 @@ from polyclip.bench.client import (
     latency_summary,
     new_client,
     server_message,
+    server_process,
     transport_error,
 )
 
@@ -56,6 +57,10 @@ class LoadConfig:
     api_key: str | None = None
     timeout_s: float = 30.0
     max_error_rate: float = 0.01
+    # Background clients sending ``noise_batch`` texts per request during every level, not
+    # counted in it: what a small request's latency is with a large one beside it.
+    noise_batch: int = 0
+    noise_clients: int = 0
 
     @property
     def path(self) -> str:
@@ -104,6 +109,11 @@ class LevelResult:
     latency: dict[str, float | None]
     client_cpu_s: float
     client_cpu_s_per_1k_requests: float | None
+    # The server's CPU over the level (its /metrics): what it spent per text, without the
+    # client's share of a shared machine; None when the server exports no process metrics.
+    server_cpu_s: float | None = None
+    server_cpu_s_per_1k_items: float | None = None
+    noise: dict[str, Any] | None = None  # the background clients' requests, ok and errors
 
 
 class _Level:
@@ -162,19 +172,32 @@ def _retry_after(response: httpx.Response) -> float:
 
 
 async def _run_level(
-    clients: list[httpx.AsyncClient], cfg: LoadConfig, texts: list[str], batch: int
+    clients: list[httpx.AsyncClient],
+    cfg: LoadConfig,
+    texts: list[str],
+    batch: int,
+    noise: list[httpx.AsyncClient],
 ) -> LevelResult:
-    """One level, one worker per client."""
+    """One level, one worker per client (and the background clients beside them)."""
     conc = len(clients)
     if cfg.warmup > 0:
         warm = _Level(texts, batch, cfg.warmup * conc, min(WARMUP_MAX_S, cfg.duration_s or 1e9))
         await asyncio.gather(*(_worker(c, cfg, warm) for c in clients))
     seconds = min(cfg.duration_s or MAX_LEVEL_S, MAX_LEVEL_S)
     level = _Level(texts, batch, cfg.requests, seconds)
+    background = _Level(texts, cfg.noise_batch, None, seconds)
+    noisy = [asyncio.create_task(_worker(c, cfg, background)) for c in noise]
+    server0 = await server_process(clients[0])
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     await asyncio.gather(*(_worker(c, cfg, level) for c in clients))
     elapsed = max(time.perf_counter() - t0, 1e-9)
     cpu = cpu_seconds() - cpu0
+    background.deadline = 0.0  # the background stops with the level
+    await asyncio.gather(*noisy)
+    server1 = await server_process(clients[0])
+    server_cpu = None
+    if "cpu_s" in server0 and "cpu_s" in server1:
+        server_cpu = round(server1["cpu_s"] - server0["cpu_s"], 4)
     ok, issued = len(level.latencies), level.issued
     return LevelResult(
         batch=batch,
@@ -190,6 +213,20 @@ async def _run_level(
         latency=latency_summary(level.latencies),
         client_cpu_s=round(cpu, 4),
         client_cpu_s_per_1k_requests=round(1000 * cpu / issued, 4) if issued else None,
+        server_cpu_s=server_cpu,
+        server_cpu_s_per_1k_items=(
+            round(1000 * server_cpu / (ok * batch), 4) if server_cpu is not None and ok else None
+        ),
+        noise=(
+            {
+                "batch": cfg.noise_batch,
+                "clients": len(noise),
+                "ok": len(background.latencies),
+                "errors": dict(background.errors),
+            }
+            if noise
+            else None
+        ),
     )
 
 
@@ -218,12 +255,13 @@ async def run_load(cfg: LoadConfig, texts: list[str]) -> dict[str, Any]:
             await stack.enter_async_context(
                 new_client(cfg.url, api_key=cfg.api_key, connections=1, timeout=cfg.timeout_s)
             )
-            for _ in range(max(cfg.concurrency))
+            for _ in range(max(cfg.concurrency) + (cfg.noise_clients if cfg.noise_batch else 0))
         ]
+        workers, noise = clients[: max(cfg.concurrency)], clients[max(cfg.concurrency) :]
         await preflight(clients[0], cfg, texts[0])
         for batch in cfg.batches:
             for conc in cfg.concurrency:
-                levels.append(await _run_level(clients[:conc], cfg, texts, batch))
+                levels.append(await _run_level(workers[:conc], cfg, texts, batch, noise))
     config = asdict(cfg)
     config["api_key"] = "***" if cfg.api_key else None
     config["texts"] = len(texts)

@@ -25,6 +25,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     kind = report["kind"]
     if kind == "load":
         markdown, fig = load_markdown(report), plot_load(report)
+    elif kind == "soak":
+        markdown, fig = soak_markdown(report), plot_soak(report)
     else:
         markdown, fig = quality_markdown(report), plot_quality(report)
     return write_files(out_dir, kind, report, markdown, {kind: fig})
@@ -42,8 +44,8 @@ def load_markdown(report: dict[str, Any]) -> str:
         f"{cfg['requests'] or '∞'} requests, {cfg['duration_s'] or '–'} s per level.",
         "",
         "| batch | concurrency | requests | ok | req/s | items/s | p50 ms | p95 ms | p99 ms "
-        "| max ms | errors | client CPU s | client CPU s / 1k req |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| max ms | errors | client CPU s | client CPU s / 1k req | server CPU s / 1k items |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for lv in report["levels"]:
         lat = lv["latency"]
@@ -52,7 +54,8 @@ def load_markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(lv['requests_per_s'])} | {_fmt(lv['items_per_s'])} "
             f"| {_fmt(lat['p50_ms'])} | {_fmt(lat['p95_ms'])} | {_fmt(lat['p99_ms'])} "
             f"| {_fmt(lat['max_ms'])} | {_errors(lv['errors'])} | {_fmt(lv['client_cpu_s'], 2)} "
-            f"| {_fmt(lv['client_cpu_s_per_1k_requests'], 2)} |"
+            f"| {_fmt(lv['client_cpu_s_per_1k_requests'], 2)} "
+            f"| {_fmt(lv.get('server_cpu_s_per_1k_items'), 2)} |"
         )
     lines += [
         "",
@@ -177,3 +180,56 @@ def quality_summary(report: dict[str, Any]) -> str:
             f"R@10 {mean['r@10']:.1f} MRR@10 {mean['mrr@10']:.3f}"
         )
     return "\n".join(lines)
+
+
+# ---- soak ---------------------------------------------------------------------------------
+def soak_markdown(report: dict[str, Any]) -> str:
+    """Per operation: sent, ok, 429s, errors, latency; the server's memory and threads."""
+    cfg, start, end = report["config"], report["server"]["start"], report["server"]["end"]
+    lines = [
+        f"# Soak: {cfg['clients']} clients, {report['offered_per_s']} requests/s offered for "
+        f"{report['elapsed_s']:.0f} s at {cfg['url']}",
+        "",
+        f"Mix {cfg['mix']}; latency from when each request was due (open loop); "
+        f"{report['late_starts']} requests found every connection busy at their due time.",
+        "",
+        "| op | sent | ok | 429 (backpressure) | errors | p50 ms | p95 ms | p99 ms |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for op, r in report["ops"].items():
+        lat = r["latency"]
+        lines.append(
+            f"| {op} | {r['sent']} | {r['ok']} | {r['backpressure_429']} | {_errors(r['errors'])} "
+            f"| {_fmt(lat['p50_ms'])} | {_fmt(lat['p95_ms'])} | {_fmt(lat['p99_ms'])} |"
+        )
+    mib = 2**20
+    lines += [
+        "",
+        f"Server resident memory {start.get('rss_bytes', 0) / mib:.0f} → "
+        f"{end.get('rss_bytes', 0) / mib:.0f} MiB, threads {start.get('threads', 0):.0f} → "
+        f"{end.get('threads', 0):.0f}, open files {start.get('open_fds', 0):.0f} → "
+        f"{end.get('open_fds', 0):.0f}; errors in all: {report['errors_total']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_soak(report: dict[str, Any]) -> Figure:
+    """The server's resident memory and threads over the run: flat lines mean no leak."""
+    fig = new_figure(9, 3.6)
+    ax_mem, ax_thr = fig.subplots(1, 2)
+    samples = report["server"]["samples"]
+    t = [x["t_s"] for x in samples]
+    ax_mem.plot(t, [x.get("rss_bytes", np.nan) / 2**20 for x in samples], "o-")
+    ax_thr.plot(t, [x.get("threads", np.nan) for x in samples], "o-", color="C1")
+    for ax, title in ((ax_mem, "resident memory (MiB)"), (ax_thr, "OS threads")):
+        ax.set_xlabel("seconds")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, alpha=0.3)
+    return fig
+
+
+def soak_summary(report: dict[str, Any]) -> str:
+    cells = [f"{op}: {r['ok']}/{r['sent']} ok, p95 {_fmt(r['latency']['p95_ms'])} ms"
+             for op, r in report["ops"].items()]  # fmt: skip
+    return "; ".join(cells) + f"; errors {report['errors_total']}"

@@ -137,8 +137,31 @@ class TextEncoder(ABC):
         """Embed one batch of already-prefixed texts; rows need not be normalised."""
 
     @abstractmethod
+    def tokenize_each(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each already-prefixed text, truncated to the model's limit, in one call
+        of the fast tokenizer: what a server tokenizes once per input, then batches."""
+
+    @abstractmethod
+    def encode_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Unit rows for inputs from :meth:`tokenize_each`, padded together as the model pads."""
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text costs after truncation (for usage reporting and token budgets)."""
+        return [len(x) for x in self.tokenize_each(texts)]
+
+
+def pad_ids(
+    ids: Sequence[Sequence[int]], pad_id: int, length: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``input_ids`` and ``attention_mask`` (int64) for token lists, right-padded to ``length``
+    (default: the longest)."""
+    width = length or max(len(x) for x in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = x
+        mask[row, : len(x)] = 1
+    return input_ids, mask
 
 
 def load_image(image: ImageInput, *, max_pixels: int = 50_000_000) -> Image.Image:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
-from polyclip.encoders.base import EncoderInfo, ImageEncoder, TextEncoder
+from polyclip.encoders.base import EncoderInfo, ImageEncoder, TextEncoder, l2_normalize, pad_ids
 from polyclip.encoders.errors import EncoderError
 from polyclip.encoders.hub import resolve_model_dir
 from polyclip.encoders.space import compute_space_id, read_card
@@ -96,11 +96,23 @@ class DualTextEncoder(TextEncoder):
             out = self.dual.model.get_text_features(**self.dual.tokenize(texts))
         return _features(out).float().cpu().numpy()
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        ids = self.dual.processor.tokenizer(
-            list(texts), truncation=True, max_length=self.dual.max_seq_length
-        )["input_ids"]
-        return [len(x) for x in ids]
+    def tokenize_each(self, texts: Sequence[str]) -> list[list[int]]:
+        limit = self.dual.max_seq_length
+        return self.dual.processor.tokenizer(list(texts), truncation=True, max_length=limit)[
+            "input_ids"
+        ]
+
+    def encode_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        tokenizer = self.dual.processor.tokenizer
+        siglip = self.dual.model_type.startswith("siglip")  # trained on max-length padding
+        length = self.dual.max_seq_length if siglip else None
+        input_ids, mask = pad_ids(ids, tokenizer.pad_token_id or 0, length)
+        batch = {"input_ids": torch.from_numpy(input_ids).to(self.dual.device)}
+        if "attention_mask" in tokenizer.model_input_names:  # as tokenize() passes it on
+            batch["attention_mask"] = torch.from_numpy(mask).to(self.dual.device)
+        with torch.inference_mode():
+            out = self.dual.model.get_text_features(**batch)
+        return l2_normalize(_features(out).float().cpu().numpy())
 
 
 class DualImageEncoder(ImageEncoder):

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from polyclip.encoders.base import EncoderInfo, ImageEncoder, TextEncoder
+from polyclip.encoders.base import EncoderInfo, ImageEncoder, TextEncoder, l2_normalize, pad_ids
 from polyclip.encoders.errors import EncoderError
 from polyclip.encoders.space import BUNDLE_FILE
 
@@ -220,9 +220,16 @@ class OnnxTextEncoder(TextEncoder):
         )
         return self.graph.run({k: np.asarray(v, dtype=np.int64) for k, v in batch.items()})
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.info.max_seq_length)
-        return [len(x) for x in ids["input_ids"]]
+    def tokenize_each(self, texts: Sequence[str]) -> list[list[int]]:
+        limit = self.info.max_seq_length
+        return self.tokenizer(list(texts), truncation=True, max_length=limit)["input_ids"]
+
+    def encode_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        length = self.info.max_seq_length if self.padding == "max_length" else None
+        input_ids, mask = pad_ids(ids, self.tokenizer.pad_token_id or 0, length)
+        feed = {"input_ids": input_ids, "attention_mask": mask}
+        feed["token_type_ids"] = np.zeros_like(input_ids)  # for graphs that take them
+        return l2_normalize(self.graph.run(feed))
 
 
 class OnnxImageEncoder(ImageEncoder):

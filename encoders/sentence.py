@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from polyclip.encoders.base import EncoderInfo, TextEncoder
+from polyclip.encoders.base import EncoderInfo, TextEncoder, l2_normalize, pad_ids
 from polyclip.encoders.errors import EncoderError
 from polyclip.encoders.hub import resolve_model_dir
 from polyclip.encoders.space import CARD_FILE, compute_space_id, read_card
@@ -279,11 +279,16 @@ class SentenceEncoder(TextEncoder):
         with torch.inference_mode():
             return self.model(**self.tokenize(texts)).float().cpu().numpy()
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.info.max_seq_length)[
-            "input_ids"
-        ]
-        return [len(x) for x in ids]
+    def tokenize_each(self, texts: Sequence[str]) -> list[list[int]]:
+        limit = self.info.max_seq_length
+        return self.tokenizer(list(texts), truncation=True, max_length=limit)["input_ids"]
+
+    def encode_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        input_ids, mask = pad_ids(ids, self.tokenizer.pad_token_id or 0)
+        batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
+        with torch.inference_mode():
+            rows = self.model(**{k: v.to(self.device) for k, v in batch.items()})
+        return l2_normalize(rows.float().cpu().numpy())
 
 
 # ---- folder helpers -----------------------------------------------------------------------

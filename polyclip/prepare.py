@@ -29,6 +29,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from polyclip.encoders.argtypes import str_list
+from polyclip.encoders.captions import read_parallel
+from polyclip.encoders.embedding_types import CALIBRATION_TEXTS, write_calibration
 from polyclip.encoders.errors import EncoderError
 from polyclip.encoders.hub import resolve_model_dir
 from polyclip.encoders.probes import PARITY_TEXTS
@@ -415,7 +418,9 @@ def prepare_models(out: Path, *, only: list[str] | None = None) -> dict:
 
 # ---------------------------------------------------------------- CLI
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="prepare the real offline models; record space ids")
+    p = sub.add_parser(
+        "models", help="prepare the real offline models; record space ids and calibration"
+    )
     actions = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     prep = actions.add_parser(
         "prepare",
@@ -436,6 +441,19 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     space.add_argument("--label", help="with --record: the readable name, e.g. the hub id")
     space.add_argument("--record", action="store_true", help="write it into DIR/polyclip.json")
     space.set_defaults(func=cmd_models_space)
+    cal = actions.add_parser(
+        "calibrate",
+        help="store int8/uint8 calibration ranges with a model (calibration.npy)",
+        description="Embed a fixed, seeded sample of training captions (English and each of "
+        "--langs) and store the embeddings with the model: the per-dimension ranges that the "
+        "int8 and uint8 output types quantise with.",
+    )
+    cal.add_argument("path", type=Path, metavar="DIR")
+    cal.add_argument("--data", type=Path, required=True, metavar="DIR", help="Multi30k layout")
+    cal.add_argument("--split", default="train")
+    cal.add_argument("--langs", type=str_list, default=["de", "fr", "cs"])
+    cal.add_argument("--texts", type=int, default=CALIBRATION_TEXTS, metavar="N")
+    cal.set_defaults(func=cmd_models_calibrate)
 
 
 def cmd_models_prepare(args: argparse.Namespace) -> int:
@@ -454,4 +472,22 @@ def cmd_models_space(args: argparse.Namespace) -> int:
     for path in args.paths:
         path = resolve_model_dir(path)
         print(f"{path}\t{record_space(path, args.label) if args.record else space_of(path)}")
+    return 0
+
+
+def calibration_texts(data: Path, split: str, langs: list[str], n: int, seed: int = 0) -> list[str]:
+    """A seeded sample of ``n`` captions spread over English and ``langs``."""
+    captions = read_parallel(data, split, langs)
+    pool = [t for texts in captions.values() for t in texts if t]
+    rng = np.random.default_rng(seed)
+    return [pool[i] for i in sorted(rng.choice(len(pool), min(n, len(pool)), replace=False))]
+
+
+def cmd_models_calibrate(args: argparse.Namespace) -> int:
+    from polyclip.encoders.load import load_text_encoder  # torch: only when calibrating
+
+    path = resolve_model_dir(args.path)
+    texts = calibration_texts(args.data, args.split, args.langs, args.texts)
+    rows = load_text_encoder(path).encode(texts, prefix="passage")
+    print(f"{write_calibration(path, rows)}: {len(rows)} embeddings of {args.split} captions")
     return 0

@@ -1,11 +1,17 @@
 """Dynamic micro-batching: one worker thread per model, batches cut from the whole queue.
 
 Requests from many clients are split into single inputs; the worker sorts everything waiting by
-token count and cuts a batch of similar lengths around the oldest input, within a padded-token
+token count and cuts a batch of similar lengths around an anchor input, within a padded-token
 budget and a batch size. Sorting across the queue, not per request, is what keeps padding low
 (for e5-small under onnxruntime, 1,000 captions sorted by length ran 1.6x faster than in file
-order); anchoring on the oldest input means nobody starves. The
-forward pass runs in the worker thread, so the event loop keeps serving while a batch computes.
+order). The forward pass runs in the worker thread, so the event loop keeps serving while a
+batch computes.
+
+Fairness: the anchor is the oldest input of the request with the fewest inputs waiting, so a
+client sending one text is not queued behind another's batch of 256; and a batch anchored on
+such a small request (at most ``SMALL_REQUEST`` inputs waiting) takes only inputs of small
+requests, so it is short. Nobody starves: an input that has waited ``FAIR_WAIT_S`` anchors
+the next batch, whatever its request's size.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +31,8 @@ import numpy as np
 from polyclip.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
+SMALL_REQUEST = 8  # inputs waiting: a request this small is served ahead of larger ones
+FAIR_WAIT_S = 1.0  # an input waiting this long anchors the next batch in any case
 
 
 class QueueFull(Exception):
@@ -36,10 +45,12 @@ class BatcherClosed(Exception):
 
 @dataclass(frozen=True)
 class Lane:
-    """One modality of a model: how to cost an input and how to run a batch of them."""
+    """One modality of a model: how inputs are prepared (texts tokenized, once, every fresh
+    input of the queue in one call), what a prepared input costs, how a batch of them runs."""
 
-    cost: Callable[[list[Any]], list[int]]  # tokens per input (1 per image)
-    run: Callable[[list[Any]], np.ndarray]  # (N, D) float32 unit rows
+    prepare: Callable[[list[Any]], list[Any]]  # e.g. texts → their token ids
+    cost: Callable[[Any], int]  # tokens of one prepared input (1 per image)
+    run: Callable[[list[Any]], np.ndarray]  # prepared inputs → (N, D) float32 unit rows
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,7 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     enqueued: float
     remaining: int
+    prepared: list[Any] = field(default_factory=list)
     costs: list[int] = field(default_factory=list)
     rows: np.ndarray | None = None
     finished: bool = False  # resolved by the worker (the future itself is set on the loop)
@@ -120,6 +132,8 @@ class Batcher:
         self.max_queue_items = max_queue_items
         self.metrics = metrics
         self._pending: list[_Item] = []  # arrival order
+        metrics.queue_capacity.labels(name).set(max_queue_items)
+        metrics.queue_size.labels(name).set(0)
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
@@ -166,7 +180,7 @@ class Batcher:
             items = self._wait_for_items()
             if items is None:
                 return
-            self._count_tokens(items)
+            self._prepare(items)
             batch = self._cut(items)
             with self._cond:
                 taken = set(map(id, batch))
@@ -191,28 +205,55 @@ class Batcher:
                     return list(self._pending)
                 self._cond.wait(left)
 
-    def _count_tokens(self, items: list[_Item]) -> None:
-        """Cost every input not yet costed, one call per request (tokenisers like lists)."""
+    def _prepare(self, items: list[_Item]) -> None:
+        """Prepare (tokenize) every fresh request's inputs, all of one lane in one call."""
         fresh: dict[int, _Request] = {id(it.req): it.req for it in items if it.cost < 0}
+        if not fresh:
+            return
         start = time.perf_counter()
-        for req in fresh.values():
+        for name, lane in self.lanes.items():
+            reqs = [r for r in fresh.values() if r.lane == name]
+            if not reqs:
+                continue
             try:
-                req.costs = [int(c) for c in self.lanes[req.lane].cost(req.inputs)]
-            except Exception as e:  # a tokenizer failure fails its request only
-                req.costs = [1] * len(req.inputs)
-                req.fail(e)
+                prepared = lane.prepare([x for r in reqs for x in r.inputs])
+            except Exception:  # one bad input: find whose, request by request
+                prepared = None
+            offset = 0
+            for req in reqs:
+                try:
+                    if prepared is None:
+                        req.prepared = lane.prepare(req.inputs)
+                    else:
+                        req.prepared = prepared[offset : offset + len(req.inputs)]
+                        offset += len(req.inputs)
+                    req.costs = [int(lane.cost(x)) for x in req.prepared]
+                except Exception as e:  # a tokenizer failure fails its request only
+                    req.prepared, req.costs = list(req.inputs), [1] * len(req.inputs)
+                    req.fail(e)
         for it in items:
             if it.cost < 0:
                 it.cost = it.req.costs[it.index]
-        if fresh:
-            self.metrics.tokenization_duration.labels(self.name).observe(
-                time.perf_counter() - start
-            )
+        self.metrics.tokenization_duration.labels(self.name).observe(time.perf_counter() - start)
+
+    def _anchor(self, items: list[_Item]) -> tuple[_Item, Callable[[_Item], bool]]:
+        """The input the next batch is cut around, and which inputs may join it."""
+        oldest = items[0]
+        if time.monotonic() - oldest.req.enqueued >= FAIR_WAIT_S:
+            return oldest, lambda it: True
+        waiting = Counter(id(it.req) for it in items)
+        anchor = min(items, key=lambda it: (waiting[id(it.req)], it.req.enqueued))
+        if waiting[id(anchor.req)] <= SMALL_REQUEST:
+            return anchor, lambda it: waiting[id(it.req)] <= SMALL_REQUEST
+        return anchor, lambda it: True
 
     def _cut(self, items: list[_Item]) -> list[_Item]:
-        """The oldest input plus its nearest neighbours by length, within the budgets."""
-        anchor = items[0]
-        same = sorted((it for it in items if it.req.lane == anchor.req.lane), key=lambda x: x.cost)
+        """The anchor plus its nearest neighbours by length, within the budgets."""
+        anchor, may_join = self._anchor(items)
+        same = sorted(
+            (it for it in items if it.req.lane == anchor.req.lane and may_join(it)),
+            key=lambda x: x.cost,
+        )
         lo = next(i for i, it in enumerate(same) if it is anchor)
         hi = lo + 1
         longest = anchor.cost
@@ -242,7 +283,7 @@ class Batcher:
             self.metrics.queue_duration.labels(self.name).observe(now - it.req.enqueued)
         start = time.perf_counter()
         try:
-            rows = self.lanes[lane].run([it.req.inputs[it.index] for it in live])
+            rows = self.lanes[lane].run([it.req.prepared[it.index] for it in live])
         except Exception as e:  # bad input or a broken model: fail these requests, keep serving
             log.warning("model %s: batch of %d failed: %s", self.name, len(live), e)
             for req in {id(it.req): it.req for it in live}.values():

@@ -3,16 +3,71 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from pathlib import Path
 
 import uvicorn
 
+from polyclip.encoders.argtypes import positive_int, str_list
 from polyclip.service.config import CONFIG_ENV, ConfigError, config_path, load_settings
 
-GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish after SIGTERM
+GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish after SIGTERM; the pod's
+# terminationGracePeriodSeconds (deploy/k8s) must be longer, or the final flush is killed
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, _, total = text.partition("/")
+    try:
+        return int(index), int(total)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes i/n, e.g. 0/4; got {text!r}") from None
+
+
+def add_index_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "index",
+        help="embed a corpus in-process and upsert it (resumable, idempotent, sharded)",
+        description="Embed FILE (txt: a text per line; JSONL; CSV; Parquet) with the model and "
+        "upsert it into the embedded store in --data-dir (the layout `polyclip serve` reads) or "
+        "a Qdrant server (--qdrant-url), exactly as the API would. With --shard i/n, only items "
+        "whose id hashes to shard i: N workers index one corpus into one server.",
+    )
+    p.add_argument("--model", required=True, help="alias or model of --config, or a model dir")
+    p.add_argument("--collection", required=True)
+    p.add_argument("--input", required=True, type=Path, metavar="FILE")
+    p.add_argument("--config", type=Path, help="the server's models YAML (for aliases)")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--id-field", help="default: a UUIDv5 of collection and text")
+    p.add_argument("--payload-fields", type=str_list, default=[], metavar="A,B")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="i/n")
+    p.add_argument("--batch", type=positive_int, default=256)
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--data-dir", type=Path, help="the embedded store (default from config)")
+    target.add_argument("--qdrant-url", help="a Qdrant server")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--state-dir", type=Path, default=Path("artifacts/index-state"),
+                   help="where progress is recorded for resuming")  # fmt: skip
+    p.set_defaults(func=cmd_index)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from polyclip.service.indexer import IndexJob, run_index  # torch: only when indexing
+
+    job = IndexJob(
+        model=args.model, collection=args.collection, input=args.input,
+        text_field=args.text_field, id_field=args.id_field, payload_fields=args.payload_fields,
+        shard=args.shard, batch=args.batch, config=args.config, data_dir=args.data_dir,
+        qdrant_url=args.qdrant_url, device=args.device, state_dir=args.state_dir,
+    )  # fmt: skip
+    print(json.dumps(asyncio.run(run_index(job))))
+    return 0
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
+    add_index_cli(sub)
     p = sub.add_parser(
         "serve",
         help="serve models over HTTP: embeddings, collections and search",
@@ -31,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     if path is None:
         raise ConfigError(f"give --config PATH or set {CONFIG_ENV}")
+    os.environ["POLYCLIP_HOST"] = args.host  # the bind address decides the access defaults
     settings = load_settings(path)  # fail here, in one line, before uvicorn starts
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
@@ -39,6 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=settings.keepalive_timeout_s,
     )
     if args.workers == 1:
         from polyclip.service.app import create_app  # imports torch: only once the config is valid

@@ -25,21 +25,24 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from polyclip.service.config import ConfigError, DemoConfig
-from polyclip.service.domain import BadInput, Conflict, NotFound, Unavailable
+from polyclip.service.domain import BadInput, Conflict, NotFound, Unavailable, request_id
 from polyclip.service.filters import FilterSpec, with_lang
 from polyclip.service.registry import ServedModel
 from polyclip.service.store import (
     CollectionExists,
     CollectionMeta,
     CollectionNotFound,
+    CollectionQuarantined,
     Hit,
     PointId,
     PointRecord,
     SpaceIndex,
     Store,
     StoreError,
+    StoreRefused,
     vector_name,
 )
+from polyclip.service.validation import check_payload
 
 if TYPE_CHECKING:
     from polyclip.service.core import Service
@@ -97,6 +100,9 @@ class Collections:
         self.svc = svc
         self.store = store
         self._meta: dict[str, CollectionMeta] = {}
+        # Creates and drops run one at a time: a drop finishes (files gone) before a create of
+        # the same name starts, and the collection quota cannot be raced past.
+        self._lifecycle = asyncio.Lock()
 
     @property
     def kind(self) -> str:
@@ -104,7 +110,11 @@ class Collections:
 
     # ---- store access ----------------------------------------------------------------------
     async def _call(self, op: str, fn: Callable[..., T], *args: Any) -> T:
-        """A blocking store call in a thread, timed; store errors become domain errors."""
+        """A blocking store call in a thread, timed; store errors become domain errors.
+
+        What the engine said is logged with the request id, never sent to the client: it can
+        name paths and internals. Input the engine refused is a 422, a failing store a 503.
+        """
         start = time.perf_counter()
         status = "ok"
         try:
@@ -115,10 +125,23 @@ class Collections:
         except CollectionExists as e:
             status = "exists"
             raise Conflict("collection_exists", str(e), field="name") from e
+        except CollectionQuarantined as e:
+            status = "quarantined"
+            raise Unavailable("collection_quarantined", str(e), field="name") from e
+        except StoreRefused as e:
+            status = "refused"
+            log.warning("store %s refused the input [%s]: %s", op, request_id(), e)
+            raise BadInput(
+                "invalid_request",
+                f"the store refused this input (request id {request_id()})",
+            ) from e
         except StoreError as e:
             status = "error"
-            log.error("store %s failed: %s", op, e)
-            raise StoreDown("store_unavailable", str(e)) from e
+            log.error("store %s failed [%s]: %s", op, request_id(), e)
+            raise StoreDown(
+                "store_unavailable",
+                f"the store failed; the server log has the details (request id {request_id()})",
+            ) from e
         finally:
             self.svc.metrics.store_duration.labels(op, status).observe(time.perf_counter() - start)
 
@@ -214,9 +237,17 @@ class Collections:
         if len({s.vector for s in spaces}) != len(spaces):
             raise BadInput("duplicate_space", "two space ids map to one vector name", field="model")
         meta = CollectionMeta(name, tuple(spaces))
-        self._meta.pop(name, None)
-        await self._call("create", self.store.create, meta)
-        self._meta[name] = meta
+        async with self._lifecycle:
+            limit = self.svc.limits.max_collections
+            if name not in await self.names() and len(await self.names()) >= limit:
+                raise Conflict(
+                    "too_many_collections",
+                    f"the server holds its maximum of {limit} collections; drop one first",
+                    field="name",
+                )
+            self._meta.pop(name, None)
+            await self._call("create", self.store.create, meta)
+            self._meta[name] = meta
         return await self.describe(name)
 
     async def describe(self, name: str) -> CollectionInfo:
@@ -230,8 +261,11 @@ class Collections:
         return await self._call("list", self.store.names)
 
     async def drop(self, name: str) -> None:
-        self._meta.pop(name, None)
-        await self._call("drop", self.store.drop, name)
+        async with self._lifecycle:
+            self._meta.pop(name, None)
+            await self._call("drop", self.store.drop, name)
+        self.svc.metrics.forget_collection(name)
+        self.svc.metrics.quarantined.set(len(self.store.quarantined))
 
     # ---- points ----------------------------------------------------------------------------
     async def upsert(
@@ -239,8 +273,18 @@ class Collections:
     ) -> tuple[list[PointId], list[int]]:
         """Embed ``items`` with the index model(s) and upsert them; returns ids and truncations."""
         self.svc.check_count(len(items), "items")
-        await self.meta(name)  # an unknown collection is a 404 before any work on the items
+        limits = self.svc.limits
+        for i, it in enumerate(items):
+            if it.payload:
+                check_payload(
+                    it.payload, f"items[{i}].payload", max_depth=limits.max_payload_depth,
+                    max_keys=limits.max_payload_keys, max_bytes=limits.max_payload_bytes,
+                )  # fmt: skip
+        meta = await self.meta(name)  # an unknown collection is a 404 before work on the items
         pics = {i: it.image for i, it in enumerate(items) if it.image is not None}
+        if pics:  # every index model must take images before one is decoded
+            for _, model in self._index_plan(meta, ref):
+                self.svc.require_images(model, "model")
         fields = [f"items[{i}].image" for i in pics]
         images = await self.svc.decode_images(list(pics.values()), fields)
         ids = [_point_id(it) for it in items]
@@ -293,9 +337,12 @@ class Collections:
     ) -> SearchResult:
         """Search with the query model; with ``shadow``, also with another model, and compare."""
         flt = with_lang(flt, lang)
-        await self.meta(name)  # an unknown collection is a 404 before the query is decoded
+        meta = await self.meta(name)  # an unknown collection is a 404 before the query is decoded
         picture = None
-        if image is not None:
+        if image is not None:  # the query models must take images before it is decoded
+            for ref, field in ((model or meta.spaces[0].model, "model"), (shadow, "shadow")):
+                if ref is not None:
+                    self.svc.require_images(self.svc.registry.resolve(ref, field), field)
             picture = (await self.svc.decode_images([image], ["query.image"]))[0]
 
         async def query(model: ServedModel) -> list[float]:

@@ -54,16 +54,26 @@ class ModelConfig(_Strict):
 
 
 class Limits(_Strict):
-    """Per-request limits; each breach is a clear 4xx, never a 5xx or a stuck worker."""
+    """Bounds on what clients send and hold; each breach is a clear 4xx (or a JSON 503 for the
+    server-wide caps), never a 5xx, a stuck worker or a dropped connection. The defaults and
+    what each protects are listed in docs/RELIABILITY.md."""
 
     max_items: int = Field(256, ge=1)  # texts, images or points in one request
     max_text_chars: int = Field(32_768, ge=1)
     max_image_bytes: int = Field(8 * 2**20, ge=1)
-    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)  # one image, read from its header
+    max_request_pixels: int = Field(64_000_000, ge=1)  # all images of one request together
     max_body_bytes: int = Field(32 * 2**20, ge=1024)
-    request_timeout_s: float = Field(30.0, gt=0)
+    max_query_body_bytes: int = Field(2**20, ge=1024)  # search, deletes, creates, admin
+    max_payload_depth: int = Field(16, ge=1, le=64)  # the store stops decoding at 128
+    max_payload_keys: int = Field(1024, ge=1)
+    max_payload_bytes: int = Field(64 * 2**10, ge=64)  # one point's payload, as JSON
+    max_collections: int = Field(100, ge=1)  # each embedded one holds threads and files
+    max_concurrent_requests: int = Field(256, ge=1)  # in flight; beyond: 503 + Retry-After
+    request_read_timeout_s: float = Field(30.0, gt=0)  # to receive a whole request body
+    request_timeout_s: float = Field(30.0, gt=0)  # for the model to answer
     allow_image_urls: bool = False  # when on, private and loopback addresses are still refused
-    url_timeout_s: float = Field(10.0, gt=0)
+    url_timeout_s: float = Field(10.0, gt=0)  # the whole download, connect to last byte
 
 
 class DemoConfig(_Strict):
@@ -99,7 +109,16 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("qdrant_api_key", "polyclip_qdrant_api_key")
     )
+    # qdrant-client's local mode on disk: the server path, without a server. One process at a
+    # time (qdrant-client locks the folder); what it writes opens with QdrantClient(path=...).
+    qdrant_path: Path | None = None
     api_key: SecretStr | None = None  # Bearer key for every route but /health, /ready, /metrics
+    admin_api_key: SecretStr | None = None  # for /admin/*; default: api_key
+    # Host headers answered; None: loopback names for a loopback bind, any for other binds
+    allowed_hosts: list[str] | None = None
+    cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed; [] = none
+    host: str = "127.0.0.1"  # the address `polyclip serve` binds (its --host sets it)
+    keepalive_timeout_s: float = Field(5.0, gt=0)  # idle keep-alive connections are closed
     limits: Limits = Field(default_factory=Limits)
     demo: DemoConfig | None = None
 
@@ -121,6 +140,13 @@ class Settings(BaseSettings):
     def _coherent(self) -> Settings:
         if not self.models:
             raise ValueError("`models` must list at least one model")
+        for name in ("api_key", "admin_api_key"):
+            key = getattr(self, name)
+            if key is not None and not key.get_secret_value().strip():
+                raise ValueError(
+                    f"{name} is set but empty (an unset secret in the environment?); unset it "
+                    "to serve without a key, or give a key"
+                )
         for alias, target in self.aliases.items():
             if alias in self.models:
                 raise ValueError(f"alias {alias!r} has the name of a model; rename one of them")
@@ -132,6 +158,8 @@ class Settings(BaseSettings):
                     f"model {name!r}: max_queue_items ({m.max_queue_items}) must be at least "
                     f"limits.max_items ({self.limits.max_items})"
                 )
+        if self.qdrant_url and self.qdrant_path:
+            raise ValueError("give qdrant_url (a server) or qdrant_path (local files), not both")
         if self.demo and self.demo.model not in self.models and self.demo.model not in self.aliases:
             raise ValueError(f"demo.model {self.demo.model!r} is neither a model nor an alias")
         return self

@@ -55,10 +55,13 @@ class AliasState:
 
 
 def open_store(settings: Settings) -> Store:
-    """The embedded store under ``data_dir``, or a Qdrant server when a URL is set."""
+    """The embedded store under ``data_dir``, a Qdrant server when a URL is set, or
+    qdrant-client's local files at ``qdrant_path``."""
     if settings.qdrant_url:
         key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         return ServerStore(settings.qdrant_url, key)
+    if settings.qdrant_path:
+        return ServerStore(path=settings.qdrant_path)
     return EdgeStore(settings.data_dir)
 
 
@@ -103,28 +106,34 @@ class Service:
             store.close()
             raise
         svc = cls(settings, metrics, Registry(models, settings.aliases), store, config_file)
+        metrics.quarantined.set(len(store.quarantined))
         if settings.demo is not None:
             try:
                 await svc.collections.index_demo(settings.demo)
             except BaseException:
                 await svc.stop()
                 raise
+        metrics.ready.set(1)
         return svc
 
     async def stop(self) -> None:
         """Finish queued work, stop the workers, flush and close the store."""
         self.draining = True
+        self.metrics.ready.set(0)
         await asyncio.to_thread(self.registry.close)
         await asyncio.to_thread(self.collections.store.close)
 
     async def ready(self) -> str | None:
-        """None when ready, else why not."""
+        """None when ready, else why not (for anyone to read: no paths, no addresses)."""
         if self.draining:
             return "shutting down"
         try:
             await asyncio.to_thread(self.collections.store.ping)
         except StoreError as e:
-            return str(e)
+            log.error("readiness: the store failed: %s", e)
+            self.metrics.ready.set(0)
+            return "the store is unavailable; the server log has the details"
+        self.metrics.ready.set(1)
         return None
 
     # ---- limits ----------------------------------------------------------------------------
@@ -190,14 +199,18 @@ class Service:
         """Base64, data URIs, uploads and (when enabled) URLs → checked, decoded images."""
         return await load_images(refs, self.limits, fields)
 
-    async def embed_images(self, model: ServedModel, images: list[Any], field: str) -> np.ndarray:
-        """Unit rows for decoded images; a text-only model is a ``no_image_tower`` error."""
+    def require_images(self, model: ServedModel, field: str) -> None:
+        """``no_image_tower`` for a text-only model: checked before any image is decoded."""
         if model.image is None:
             raise BadInput(
                 "no_image_tower",
                 f"model {model.name!r} is text-only; use a CLIP/SigLIP model for images",
                 field=field,
             )
+
+    async def embed_images(self, model: ServedModel, images: list[Any], field: str) -> np.ndarray:
+        """Unit rows for decoded images."""
+        self.require_images(model, field)
         return (await self._wait(model, model.embed_images(images))).rows
 
     # ---- admin -----------------------------------------------------------------------------

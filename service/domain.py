@@ -6,7 +6,17 @@ and, when one input is at fault, the ``field`` that names it (``texts[3]``, ``qu
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 from polyclip.encoders.errors import PolyclipError
+
+# The id of the request being served, set at the edge: the core puts it in the log lines of
+# failures whose details stay out of the response, so an operator can find them.
+REQUEST_ID: ContextVar[str] = ContextVar("polyclip_request_id", default="-")
+
+
+def request_id() -> str:
+    return REQUEST_ID.get()
 
 
 class ServiceError(PolyclipError):

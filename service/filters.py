@@ -4,18 +4,40 @@
 a condition is ``match`` (``value``, ``any`` or ``except``), ``range`` (``gt``/``gte``/``lt``/
 ``lte``) or a nested filter. The embedded and the server store get the same semantics because
 both are the Qdrant engine; only the Python classes differ.
+
+Bounds, checked on the raw JSON before any model is built: at most ``MAX_FILTER_CONDITIONS``
+conditions and nested filters in all and ``MAX_FILTER_DEPTH`` levels (the per-list limit
+alone would allow 64^depth); keys are payload paths (``a``, ``a.b``, ``tags[]``, ``a[].b``);
+values are valid Unicode, integers within 64 bits, ranges finite.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import qdrant_edge as qe
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 from qdrant_client import models as qm
 
-Scalar = StrictStr | StrictInt | StrictBool
-MAX_CONDITIONS = 64
+from polyclip.service.validation import INT64, check_str
+
+Int64 = Annotated[StrictInt, Field(ge=INT64[0], le=INT64[1])]
+Text = Annotated[StrictStr, AfterValidator(check_str), Field(max_length=1024)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Scalar = Text | Int64 | StrictBool
+MAX_CONDITIONS = 64  # per list
+MAX_FILTER_CONDITIONS = 256  # in the whole filter
+MAX_FILTER_DEPTH = 6  # nested filters inside filters
+KEY_PATH = r"^[\w-]+(\[\])?(\.[\w-]+(\[\])?)*$"  # a, a.b, tags[], a[].b
 
 
 class _Spec(BaseModel):
@@ -24,8 +46,8 @@ class _Spec(BaseModel):
 
 class MatchSpec(_Spec):
     value: Scalar | None = None
-    any: list[StrictStr] | list[StrictInt] | None = Field(None, max_length=1024)
-    except_: list[StrictStr] | list[StrictInt] | None = Field(None, alias="except", max_length=1024)
+    any: list[Text] | list[Int64] | None = Field(None, max_length=1024)
+    except_: list[Text] | list[Int64] | None = Field(None, alias="except", max_length=1024)
 
     @model_validator(mode="after")
     def _one(self) -> MatchSpec:
@@ -35,10 +57,10 @@ class MatchSpec(_Spec):
 
 
 class RangeSpec(_Spec):
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
+    gt: Finite | None = None
+    gte: Finite | None = None
+    lt: Finite | None = None
+    lte: Finite | None = None
 
     @model_validator(mode="after")
     def _some(self) -> RangeSpec:
@@ -48,7 +70,7 @@ class RangeSpec(_Spec):
 
 
 class Condition(_Spec):
-    key: str = Field(min_length=1, max_length=256)
+    key: str = Field(pattern=KEY_PATH, max_length=600, examples=["lang", "meta.tags[]"])
     match: MatchSpec | None = None
     range: RangeSpec | None = None
 
@@ -63,6 +85,27 @@ class FilterSpec(_Spec):
     must: list[Condition | FilterSpec] | None = Field(None, max_length=MAX_CONDITIONS)
     should: list[Condition | FilterSpec] | None = Field(None, max_length=MAX_CONDITIONS)
     must_not: list[Condition | FilterSpec] | None = Field(None, max_length=MAX_CONDITIONS)
+
+
+def check_filter_size(raw: Any) -> Any:
+    """Count conditions and depth of a raw filter (before pydantic builds it), iteratively."""
+    if raw is None:
+        return raw
+    count, stack = 0, [(raw, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        if depth > MAX_FILTER_DEPTH:
+            raise ValueError(f"filter nests deeper than {MAX_FILTER_DEPTH} levels")
+        for part in ("must", "should", "must_not"):
+            items = node.get(part)
+            if isinstance(items, list):
+                count += len(items)
+                if count > MAX_FILTER_CONDITIONS:
+                    raise ValueError(f"filter has over {MAX_FILTER_CONDITIONS} conditions in all")
+                stack.extend((item, depth + 1) for item in items)
+    return raw
 
 
 def with_lang(flt: FilterSpec | None, lang: str | None) -> FilterSpec | None:

@@ -6,11 +6,19 @@ Each app owns its registry: two apps in one process (tests, reloads) never colli
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -22,6 +30,7 @@ _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _TOKENS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 _FRACTION = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -42,6 +51,11 @@ class Metrics:
         self.queue_size = Gauge(
             "te_queue_size", "texts and images waiting for a batch", ["model"], registry=r
         )
+        self.queue_capacity = Gauge(
+            "te_queue_capacity", "inputs a model's queue holds before it answers 429", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.ready = Gauge("te_ready", "1 while the server is ready (what /ready says)", registry=r)
         self.batch_size = Histogram(
             "te_batch_next_size",
             "inputs per forward pass",
@@ -91,9 +105,36 @@ class Metrics:
             buckets=_FRACTION,
             registry=r,
         )
+        self.quarantined = Gauge(
+            "te_store_quarantined_collections",
+            "collections that failed to open at start and are not served",
+            registry=r,
+        )
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, open fds
+        threads = Gauge(
+            "te_process_threads", "OS threads of the process (model and store pools included)",
+            registry=r,
+        )  # fmt: skip
+        threads.set_function(os_threads)
+
+    def forget_collection(self, name: str) -> None:
+        """Drop a dropped collection's series: labels must not outlive what they name."""
+        for labels in list(self.shadow_overlap._metrics):  # prometheus-client has no filter
+            if labels[0] == name:
+                self.shadow_overlap.remove(*labels)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def os_threads() -> float:
+    """Every thread of this process (``/proc``), not only Python's: onnxruntime's and the
+    store's pools are where a leak would show."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return float(next(line.split()[1] for line in f if line.startswith("Threads:")))
+    except (OSError, StopIteration):
+        return float(threading.active_count())
 
 
 class RequestMetrics:
@@ -120,9 +161,11 @@ class RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
-            # The template (/collections/{name}), never the raw path: bounded label values.
+            # The template (/collections/{name}), never the raw path, and only known methods
+            # (uvicorn accepts any token as one): bounded label values.
             label = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
+            method = method if method in METHODS else "other"
             self.metrics.request_count.labels(label, method, str(status)).inc()
             self.metrics.request_duration.labels(label, method, str(status)).observe(
                 time.perf_counter() - start

@@ -18,8 +18,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from polyclip.encoders.base import EncoderInfo, ImageEncoder, Prefix, TextEncoder
+from polyclip.encoders.embedding_types import read_calibration
 from polyclip.encoders.errors import EncoderError
+from polyclip.encoders.hub import resolve_model_dir
 from polyclip.encoders.load import load_encoders
 from polyclip.encoders.space import is_legacy, same_space
 from polyclip.service.batcher import Batcher, BatchResult, Lane
@@ -62,6 +66,7 @@ class ServedModel:
     batcher: Batcher
     backend: str
     space: str = ""  # the space id the registry resolved (a legacy id may map to a new one)
+    calibration: np.ndarray | None = None  # for int8/uint8 outputs (embedding_types)
 
     def __post_init__(self) -> None:
         self.space = self.space or self.text.info.space
@@ -111,16 +116,12 @@ def load_model(name: str, cfg: ModelConfig, metrics: Metrics) -> ServedModel:
         raise ConfigError(f"model {name!r}: backend is {cfg.backend!r} but {cfg.path} is {backend}")
     if cfg.max_seq_length and not _respects_cap(text, cfg.max_seq_length):
         raise ConfigError(f"model {name!r}: this model's tokenizer ignores a max_seq_length cap")
-    lanes = {
-        "text": Lane(
-            cost=text.count_tokens,
-            run=lambda xs: text.encode(xs, batch_size=len(xs), show_progress=False),
-        )
-    }
+    lanes = {"text": Lane(prepare=text.tokenize_each, cost=len, run=text.encode_ids)}
     if image is not None:
         tower = image
         lanes["image"] = Lane(
-            cost=lambda xs: [1] * len(xs),
+            prepare=list,
+            cost=lambda _: 1,
             run=lambda xs: tower.encode(xs, batch_size=len(xs), show_progress=False),
         )
     batcher = Batcher(
@@ -140,7 +141,8 @@ def load_model(name: str, cfg: ModelConfig, metrics: Metrics) -> ServedModel:
         text.info.space,
         text.info.dimension,
     )
-    return ServedModel(name, cfg, text, image, batcher, backend)
+    calibration = read_calibration(resolve_model_dir(cfg.path))
+    return ServedModel(name, cfg, text, image, batcher, backend, calibration=calibration)
 
 
 def _respects_cap(text: TextEncoder, cap: int) -> bool:

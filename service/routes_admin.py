@@ -12,10 +12,10 @@ from polyclip.service.core import Service
 from polyclip.service.deps import Svc
 from polyclip.service.errors import error_response
 from polyclip.service.schemas import AliasRequest, AliasTable
-from polyclip.service.security import require_api_key
+from polyclip.service.security import bearer
 
 public = APIRouter(tags=["ops"])
-admin = APIRouter(prefix="/admin", dependencies=[Depends(require_api_key)], tags=["admin"])
+admin = APIRouter(prefix="/admin", dependencies=[Depends(bearer)], tags=["admin"])
 AliasName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
@@ -34,7 +34,11 @@ async def ready(request: Request) -> JSONResponse:
     problem = await svc.ready()
     if problem is not None:
         return error_response(503, "not_ready", problem)
-    return JSONResponse({"status": "ready", "store": svc.collections.kind})
+    body: dict[str, object] = {"status": "ready", "store": svc.collections.kind}
+    quarantined = svc.collections.store.quarantined
+    if quarantined:  # served anyway: every other collection works; these need an operator
+        body["quarantined"] = dict(quarantined)
+    return JSONResponse(body)
 
 
 @public.get("/metrics", response_class=Response)

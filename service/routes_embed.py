@@ -3,37 +3,35 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+import orjson
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from polyclip.encoders.base import l2_normalize
+from polyclip.encoders.embedding_types import quantize, truncate
+from polyclip.encoders.errors import EncoderError
 from polyclip.service.core import Service
 from polyclip.service.deps import Svc
 from polyclip.service.domain import BadInput, TooLarge, UnsupportedMedia
+from polyclip.service.registry import ServedModel
 from polyclip.service.schemas import (
-    EmbeddingData,
     EmbeddingsRequest,
     EmbeddingsResponse,
     EmbedResponse,
     ImageEmbedRequest,
     ModelList,
     TextEmbedRequest,
-    Usage,
 )
-from polyclip.service.security import require_api_key
+from polyclip.service.security import bearer
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["embeddings"])
+router = APIRouter(dependencies=[Depends(bearer)], tags=["embeddings"])
 TRUNCATED_HEADER = "X-Polyclip-Truncated"  # indices of inputs cut at the model's max tokens
-
-
-def _mark_truncated(response: Response, truncated: list[int]) -> None:
-    if truncated:
-        response.headers[TRUNCATED_HEADER] = ",".join(map(str, truncated))
 
 
 @router.get("/v1/models", response_model=ModelList)
@@ -42,11 +40,33 @@ async def list_models(svc: Svc) -> ModelList:
     return ModelList.model_validate({"data": svc.registry.describe()})
 
 
+class NumpyJSON(Response):
+    """JSON written by orjson straight from numpy rows: no copy into Python floats and no
+    validation against the response model (whose schema stays documented in OpenAPI)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _fast(content: dict[str, Any], truncated: list[int]) -> NumpyJSON:
+    headers = {TRUNCATED_HEADER: ",".join(map(str, truncated))} if truncated else None
+    return NumpyJSON(content, headers=headers)
+
+
+def _typed(model: ServedModel, rows: np.ndarray, kind: str, field: str) -> np.ndarray:
+    """Rows in the requested output type (after ``dimensions``)."""
+    try:
+        return quantize(rows, kind, model.calibration)  # type: ignore[arg-type]
+    except EncoderError as e:
+        raise BadInput("no_calibration", str(e), field=field) from e
+
+
 @router.post("/v1/embeddings", response_model=EmbeddingsResponse)
-async def openai_embeddings(
-    body: EmbeddingsRequest, response: Response, svc: Svc
-) -> EmbeddingsResponse:
-    """OpenAI-compatible: ``dimensions`` keeps the first d values and re-normalises."""
+async def openai_embeddings(body: EmbeddingsRequest, svc: Svc) -> NumpyJSON:
+    """OpenAI-compatible: ``dimensions`` keeps the first d values and re-normalises;
+    ``embedding_type`` then quantises (int8, uint8, binary, ubinary)."""
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise BadInput("invalid_request", "input is an empty list", field="input")
@@ -62,41 +82,38 @@ async def openai_embeddings(
         ["input"] if isinstance(body.input, str) else [f"input[{i}]" for i in range(len(texts))]
     )
     out = await svc.embed_texts(model, texts, body.prefix, fields)
-    rows = out.rows if body.dimensions is None else l2_normalize(out.rows[:, : body.dimensions])
-    _mark_truncated(response, out.truncated)
-    data = [
-        EmbeddingData(index=i, embedding=_encode(row, body.encoding_format))
-        for i, row in enumerate(rows)
-    ]
+    rows = _typed(model, truncate(out.rows, body.dimensions), body.embedding_type, "embedding_type")
+    if body.encoding_format == "base64":  # the raw bytes: float32 little-endian, or int bytes
+        raw = rows.astype("<f4") if rows.dtype == np.float32 else rows
+        values: list[Any] = [base64.b64encode(r.tobytes()).decode("ascii") for r in raw]
+    else:
+        values = list(rows)  # numpy rows: orjson writes them as arrays
     tokens = sum(out.tokens)
-    return EmbeddingsResponse(
-        data=data, model=body.model, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
-    )
-
-
-def _encode(row: np.ndarray, fmt: str) -> list[float] | str:
-    if fmt == "base64":  # what the OpenAI SDKs decode: little-endian float32
-        return base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
-    return row.tolist()
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)]
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    content = {"object": "list", "data": data, "model": body.model, "usage": usage}
+    return _fast(content, out.truncated)
 
 
 @router.post("/embed/text", response_model=EmbedResponse)
-async def embed_text(body: TextEmbedRequest, response: Response, svc: Svc) -> EmbedResponse:
+async def embed_text(body: TextEmbedRequest, svc: Svc) -> NumpyJSON:
     """Unit vectors for texts, with the model's query/passage prefix when asked."""
     svc.check_count(len(body.texts), "texts")
     model = svc.model(body.model)
     fields = [f"texts[{i}]" for i in range(len(body.texts))]
     out = await svc.embed_texts(model, body.texts, body.prefix, fields, truncate=body.truncate)
-    _mark_truncated(response, out.truncated)
+    rows = _typed(model, out.rows, body.embedding_type, "embedding_type")
     tokens = sum(out.tokens)
-    return EmbedResponse(
-        model=body.model,
-        space=model.space,
-        dimension=model.dimension,
-        embeddings=out.rows.tolist(),
-        truncated=out.truncated,
-        usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
-    )
+    content = {
+        "model": body.model,
+        "space": model.space,
+        "dimension": model.dimension,
+        "embedding_type": body.embedding_type,
+        "embeddings": rows,
+        "truncated": out.truncated,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return _fast(content, out.truncated)
 
 
 _IMAGE_BODY: dict[str, Any] = {
@@ -124,14 +141,16 @@ _IMAGE_BODY: dict[str, Any] = {
 
 
 @router.post("/embed/image", response_model=EmbedResponse, openapi_extra=_IMAGE_BODY)
-async def embed_image(request: Request, svc: Svc) -> EmbedResponse:
+async def embed_image(request: Request, svc: Svc) -> NumpyJSON:
     """Images as multipart uploads (field ``images``, repeated) or JSON base64/data URIs."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         model_ref, refs = await _read_multipart(request, svc)
     elif ctype in ("application/json", ""):
-        try:
-            body = ImageEmbedRequest.model_validate_json(await request.body())
+        try:  # Python's parser, as FastAPI's: a lone-surrogate escape is the field's problem
+            body = ImageEmbedRequest.model_validate(json.loads(await request.body()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BadInput("invalid_json", "the body is not valid JSON") from e
         except ValidationError as e:
             raise RequestValidationError(e.errors(include_url=False)) from e
         model_ref, refs = body.model, list[str | bytes]()
@@ -142,11 +161,12 @@ async def embed_image(request: Request, svc: Svc) -> EmbedResponse:
         )
     svc.check_count(len(refs), "images")
     model = svc.model(model_ref)
+    svc.require_images(model, "model")  # before a single image is decoded
     images = await svc.decode_images(refs, [f"images[{i}]" for i in range(len(refs))])
     rows = await svc.embed_images(model, images, "model")
-    return EmbedResponse(
-        model=model_ref, space=model.space, dimension=model.dimension, embeddings=rows.tolist()
-    )
+    content = {"model": model_ref, "space": model.space, "dimension": model.dimension,
+               "embedding_type": "float", "embeddings": rows, "truncated": []}  # fmt: skip
+    return _fast(content, [])
 
 
 async def _read_multipart(request: Request, svc: Service) -> tuple[str, list[str | bytes]]:

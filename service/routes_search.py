@@ -23,12 +23,10 @@ from polyclip.service.schemas import (
     UpsertRequest,
     UpsertResponse,
 )
-from polyclip.service.security import require_api_key
+from polyclip.service.security import bearer
 from polyclip.service.store import COLLECTION_NAME, Hit
 
-router = APIRouter(
-    prefix="/collections", dependencies=[Depends(require_api_key)], tags=["collections"]
-)
+router = APIRouter(prefix="/collections", dependencies=[Depends(bearer)], tags=["collections"])
 Name = Annotated[str, Path(pattern=COLLECTION_NAME)]
 
 

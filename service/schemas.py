@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
-from polyclip.service.filters import FilterSpec
+from polyclip.encoders.embedding_types import EmbeddingType
+from polyclip.service.filters import FilterSpec, check_filter_size
 from polyclip.service.store import COLLECTION_NAME
+from polyclip.service.validation import SafeStr
 
 Prefix = Literal["query", "passage"]
-ModelRef = Annotated[str, Field(min_length=1, max_length=256, examples=["teacher"])]
+ModelRef = Annotated[SafeStr, Field(min_length=1, max_length=256, examples=["teacher"])]
 PointIdIn = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] | UUID
 PointIdOut = int | str
 MAX_LIMIT = 1000
@@ -36,18 +38,25 @@ class EmbeddingsRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")  # OpenAI SDKs send fields we do not use
 
-    input: str | list[str]
+    input: SafeStr | list[SafeStr]
     model: ModelRef
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     prefix: Prefix | None = None
-    user: str | None = None
+    embedding_type: EmbeddingType = Field(
+        "float",
+        description="float, or quantised after `dimensions`: int8/uint8 (one byte a dimension, "
+        "the model's calibration ranges), binary/ubinary (sign bits packed 8 to a byte)",
+    )
+    user: SafeStr | None = Field(None, max_length=256)
 
 
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str  # base64 of little-endian float32 with encoding_format=base64
+    # floats, or ints for the quantised types; with encoding_format=base64, the raw bytes
+    # (little-endian float32, or one byte per int8/uint8 value or per 8 bits)
+    embedding: list[float] | list[int] | str
 
 
 class EmbeddingsResponse(BaseModel):
@@ -59,21 +68,23 @@ class EmbeddingsResponse(BaseModel):
 
 class TextEmbedRequest(_In):
     model: ModelRef
-    texts: list[str] = Field(min_length=1, examples=[["a dog runs in the park"]])
+    texts: list[SafeStr] = Field(min_length=1, examples=[["a dog runs in the park"]])
     prefix: Prefix | None = None
     truncate: bool = True  # false: a text over the model's token limit is a 422
+    embedding_type: EmbeddingType = "float"
 
 
 class ImageEmbedRequest(_In):
     model: ModelRef
-    images: list[str] = Field(min_length=1)  # base64, data URIs, or URLs when enabled
+    images: list[SafeStr] = Field(min_length=1)  # base64, data URIs, or URLs when enabled
 
 
 class EmbedResponse(BaseModel):
     model: str
     space: str
     dimension: int
-    embeddings: list[list[float]]
+    embedding_type: EmbeddingType = "float"
+    embeddings: list[list[float]] | list[list[int]]
     truncated: list[int] = Field(default_factory=list)  # inputs cut at the model's max tokens
     usage: Usage | None = None
 
@@ -129,9 +140,9 @@ class CollectionList(BaseModel):
 
 class PointIn(_In):
     id: PointIdIn | None = None  # an unsigned int or a UUID; a UUID is made when absent
-    text: str | None = None
-    image: str | None = None  # base64, data URI, or URL when enabled
-    payload: dict[str, Any] | None = None
+    text: SafeStr | None = None
+    image: SafeStr | None = None  # base64, data URI, or URL when enabled
+    payload: dict[str, Any] | None = None  # bounded by limits.max_payload_* (checked by the core)
 
     @model_validator(mode="after")
     def _one_input(self) -> PointIn:
@@ -156,6 +167,8 @@ class DeletePointsRequest(_In):
     ids: list[PointIdIn] | None = Field(None, min_length=1)
     filter: FilterSpec | None = None
 
+    bounded_filter = field_validator("filter", mode="before")(check_filter_size)
+
     @model_validator(mode="after")
     def _one_selector(self) -> DeletePointsRequest:
         if (self.ids is None) == (self.filter is None):
@@ -169,8 +182,8 @@ class DeletePointsResponse(BaseModel):
 
 
 class QueryIn(_In):
-    text: str | None = None
-    image: str | None = None
+    text: SafeStr | None = None
+    image: SafeStr | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> QueryIn:
@@ -184,10 +197,12 @@ class SearchRequest(_In):
     model: ModelRef | None = None  # default: the collection's first index model
     limit: int = Field(10, ge=1, le=MAX_LIMIT)
     filter: FilterSpec | None = None
-    lang: str | None = Field(None, max_length=64)  # shortcut for payload.lang == lang
+    lang: SafeStr | None = Field(None, max_length=64)  # shortcut for payload.lang == lang
     shadow: ModelRef | None = Field(
         None, description="also search with this model and report overlap@k with it"
     )
+
+    bounded_filter = field_validator("filter", mode="before")(check_filter_size)
 
 
 class HitOut(BaseModel):
@@ -225,9 +240,12 @@ class AliasTable(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str
     message: str
+    type: str  # OpenAI's class: invalid_request_error, authentication_error, server_error, ...
+    param: str | None = None  # OpenAI's name for the offending input (= field)
+    code: str
     field: str | None = None
+    request_id: str | None = None
 
 
 class ErrorResponse(BaseModel):

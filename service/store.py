@@ -35,6 +35,14 @@ class CollectionExists(StoreError):
     """A collection by that name already exists (HTTP 409)."""
 
 
+class CollectionQuarantined(StoreError):
+    """The collection could not be opened at start; the others serve (HTTP 503)."""
+
+
+class StoreRefused(StoreError):
+    """The engine refused the input of this call (HTTP 422), unlike a failing store (503)."""
+
+
 def vector_name(space: str) -> str:
     """The named vector for an embedding space: the space id, made safe for any backend."""
     return _VECTOR_UNSAFE.sub("_", space).strip("_") or "default"
@@ -91,6 +99,7 @@ class Store(Protocol):
     """Blocking calls (the service runs them in threads); errors are :class:`StoreError`."""
 
     kind: str  # "edge" or "server"
+    quarantined: dict[str, str]  # collections that failed to open → why (embedded store)
 
     def ping(self) -> None: ...
 

@@ -1,21 +1,32 @@
 """The embedded store: one Qdrant Edge shard per collection, in-process, persisted on disk.
 
-Layout: ``data_dir/<collection>/shard/`` (the shard, with its write-ahead log) and
-``data_dir/<collection>/collection.json`` (the spaces it is indexed in). The JSON is written
-after the shard and removed before it, so a crash half-way leaves a directory that is ignored
-and cleaned up on the next create, never a collection without its metadata.
+Layout: ``data_dir/<collection>/shard/`` (the shard, with its write-ahead log),
+``data_dir/<collection>/collection.json`` (the spaces it is indexed in) and a ``.polyclip``
+marker written first. The JSON is written after the shard, so a crash half-way leaves a marked
+directory without metadata, which the next create of that name cleans up; a directory without
+the marker is never deleted. A drop moves the directory aside (``.trash-*``) under the lock
+before deleting it, so a collection re-created under the same name keeps its files.
+
+A collection that fails to open at start (a corrupt file, a WAL another process holds) is
+quarantined: reported by :attr:`EdgeStore.quarantined` (and so on ``/ready`` and in a metric)
+while every other collection serves. Engine errors become :class:`StoreRefused` where the
+input was refused and :class:`StoreError` otherwise; Rust panics included.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, Any, TypeVar
 
 import qdrant_edge as qe
 
@@ -25,16 +36,52 @@ from polyclip.service.store import (
     CollectionExists,
     CollectionMeta,
     CollectionNotFound,
+    CollectionQuarantined,
     Hit,
     PointId,
     PointRecord,
     StoreError,
+    StoreRefused,
     normalize_id,
 )
 
 log = logging.getLogger(__name__)
 META_FILE = "collection.json"
+LOCK_FILE = ".lock"
+MARKER = ".polyclip"  # written first into every collection directory this store creates
 T = TypeVar("T")
+_REFUSED = (ValueError, TypeError, OverflowError)  # the engine's "bad argument" errors
+
+
+def _engine_error(name: str, e: BaseException) -> StoreError:
+    """What an engine failure means for the caller (panics are BaseExceptions in PyO3)."""
+    if isinstance(e, _REFUSED):
+        return StoreRefused(f"collection {name!r}: {e}")
+    return StoreError(f"collection {name!r}: {type(e).__name__}: {e}")
+
+
+def _is_panic(e: BaseException) -> bool:
+    return type(e).__name__ == "PanicException"
+
+
+def _hold(data_dir: Path) -> IO[str]:
+    """An exclusive lock on ``data_dir/.lock`` for as long as the store is open."""
+    f = open(data_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held until close)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise StoreError(
+            f"the store directory {data_dir} is in use by another process (pid {pid}): the "
+            "embedded store belongs to one process; stop that server first (or use QDRANT_URL)"
+        ) from e
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 class EdgeStore:
@@ -48,23 +95,36 @@ class EdgeStore:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the store directory {self.data_dir}: {e}") from e
-        self._lock = threading.RLock()  # guards the two dicts; shard calls run outside it
+        self._held = _hold(self.data_dir)  # one process per directory, said plainly
+        self._lock = threading.RLock()  # guards the dicts and the directories of collections
         self._shards: dict[str, qe.EdgeShard] = {}
         self._meta: dict[str, CollectionMeta] = {}
+        self.quarantined: dict[str, str] = {}
+        for trash in self.data_dir.glob(".trash-*"):  # drops a crash interrupted
+            shutil.rmtree(trash, ignore_errors=True)
         for meta_file in sorted(self.data_dir.glob(f"*/{META_FILE}")):
             self._open(meta_file.parent)
 
     def _open(self, cdir: Path) -> None:
+        """Open one collection, or quarantine it with the reason; never stop the others."""
         try:
             meta = CollectionMeta.from_json(
                 json.loads((cdir / META_FILE).read_text(encoding="utf-8"))
             )
             shard = qe.EdgeShard.load(str(cdir / "shard"))
-        except Exception as e:  # a locked WAL (second process), corrupt files, bad JSON
-            raise StoreError(
-                f"cannot open collection {cdir.name} in {self.data_dir}: {e}. The embedded "
-                "store belongs to one process; run one server per data_dir (or use QDRANT_URL)"
-            ) from e
+        except BaseException as e:  # corrupt files, bad JSON, a locked WAL, a panic on replay
+            if isinstance(e, KeyboardInterrupt | SystemExit):
+                raise
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            why = "its files cannot be opened (corrupt or unreadable; the server log has why)"
+            if "WouldBlock" in detail:
+                why = (
+                    "its write-ahead log is locked by another process: the embedded store "
+                    "belongs to one server per data_dir (or use QDRANT_URL)"
+                )
+            log.error("collection %s in %s is quarantined: %s", cdir.name, self.data_dir, detail)
+            self.quarantined[cdir.name] = why  # shown on /ready: no paths
+            return
         self._shards[meta.name] = shard
         self._meta[meta.name] = meta
 
@@ -77,18 +137,31 @@ class EdgeStore:
         with self._lock:
             if meta.name in self._meta:
                 raise CollectionExists(f"collection {meta.name!r} already exists")
-            if cdir.exists():  # leftovers of a crash half-way through create or drop
-                shutil.rmtree(cdir)
+            if meta.name in self.quarantined:
+                raise CollectionQuarantined(
+                    f"collection {meta.name!r} is quarantined; drop it before re-creating it"
+                )
+            if cdir.exists():
+                if not (cdir / MARKER).exists() or (cdir / META_FILE).exists():
+                    raise StoreError(
+                        f"{cdir.name} exists in the store directory and is not a collection "
+                        "this store left half-created; it is not touched"
+                    )
+                shutil.rmtree(cdir)  # leftovers of a crash half-way through a create
             vectors = {
                 s.vector: qe.EdgeVectorParams(size=s.dimension, distance=qe.Distance.Cosine)
                 for s in meta.spaces
             }
             try:
+                cdir.mkdir()
+                (cdir / MARKER).write_text("polyclip collection\n", encoding="utf-8")
                 shard = qe.EdgeShard.create(str(cdir / "shard"), qe.EdgeConfig(vectors=vectors))
                 tmp = cdir / (META_FILE + ".tmp")
                 tmp.write_text(json.dumps(meta.to_json(), indent=2), encoding="utf-8")
                 tmp.replace(cdir / META_FILE)
-            except Exception as e:
+            except BaseException as e:
+                if isinstance(e, KeyboardInterrupt | SystemExit):
+                    raise
                 shutil.rmtree(cdir, ignore_errors=True)
                 raise StoreError(f"cannot create collection {meta.name!r}: {e}") from e
             self._shards[meta.name] = shard
@@ -97,6 +170,9 @@ class EdgeStore:
     def get(self, name: str) -> CollectionMeta:
         with self._lock:
             meta = self._meta.get(name)
+            why = self.quarantined.get(name)
+        if why is not None:
+            raise CollectionQuarantined(f"collection {name!r} could not be opened at start: {why}")
         if meta is None:
             raise CollectionNotFound(f"no collection named {name!r}")
         return meta
@@ -109,15 +185,20 @@ class EdgeStore:
         return self._call(name, lambda s: s.count(qe.CountRequest(exact=True)))
 
     def drop(self, name: str) -> None:
+        """Close, move aside and delete; a quarantined collection can be dropped too."""
+        cdir = self._dir(name)
         with self._lock:
             shard = self._shards.pop(name, None)
             self._meta.pop(name, None)
-        if shard is None:
-            raise CollectionNotFound(f"no collection named {name!r}")
-        cdir = self._dir(name)
-        (cdir / META_FILE).unlink(missing_ok=True)
-        shard.close()
-        shutil.rmtree(cdir, ignore_errors=True)
+            quarantined = self.quarantined.pop(name, None)
+            if shard is None and quarantined is None:
+                raise CollectionNotFound(f"no collection named {name!r}")
+            if shard is not None:
+                with contextlib.suppress(Exception):
+                    shard.close()
+            trash = self.data_dir / f".trash-{name}-{uuid.uuid4().hex}"
+            cdir.rename(trash)  # inside the lock: a create of this name now finds no files
+        shutil.rmtree(trash, ignore_errors=True)
 
     def upsert(self, name: str, points: list[PointRecord]) -> None:
         op = qe.UpdateOperation.upsert_points(
@@ -142,13 +223,16 @@ class EdgeStore:
     def search(
         self, name: str, vector: str, query: list[float], limit: int, flt: FilterSpec | None
     ) -> list[Hit]:
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(query, using=vector),
-            filter=to_edge(flt) if flt is not None else None,
-            with_payload=True,
-        )
-        scored = self._call(name, lambda s: s.query(request))
+        def run(shard: qe.EdgeShard) -> list[Any]:
+            request = qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(query, using=vector),
+                filter=to_edge(flt) if flt is not None else None,
+                with_payload=True,
+            )
+            return shard.query(request)
+
+        scored = self._call(name, run)
         return [Hit(normalize_id(p.id), float(p.score), dict(p.payload or {})) for p in scored]
 
     def close(self) -> None:
@@ -163,6 +247,7 @@ class EdgeStore:
                 shard.close()
             except Exception as e:  # keep closing the others
                 log.error("closing collection %s failed: %s", name, e)
+        self._held.close()  # releases the directory
 
     # ---- helpers ---------------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
@@ -173,13 +258,18 @@ class EdgeStore:
     def _call(self, name: str, fn: Callable[[qe.EdgeShard], T]) -> T:
         with self._lock:
             shard = self._shards.get(name)
+            why = self.quarantined.get(name)
+        if why is not None:
+            raise CollectionQuarantined(f"collection {name!r} could not be opened at start: {why}")
         if shard is None:
             raise CollectionNotFound(f"no collection named {name!r}")
         try:
             return fn(shard)
-        except Exception as e:
+        except BaseException as e:  # PyO3 panics derive from BaseException, not Exception
+            if not isinstance(e, Exception) and not _is_panic(e):
+                raise
             with self._lock:
                 dropped = name not in self._shards
             if dropped:  # deleted while this call ran
                 raise CollectionNotFound(f"no collection named {name!r}") from e
-            raise StoreError(f"collection {name!r}: {e}") from e
+            raise _engine_error(name, e) from e

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from qdrant_client import QdrantClient
@@ -28,6 +29,7 @@ from polyclip.service.store import (
     PointId,
     PointRecord,
     StoreError,
+    StoreRefused,
     normalize_id,
 )
 
@@ -40,19 +42,23 @@ class ServerStore:
 
     kind = "server"
 
-    def __init__(self, url: str, api_key: str | None = None) -> None:
-        local = url == ":memory:"
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, path: Path | None = None
+    ) -> None:
+        local = url == ":memory:" or path is not None
         try:
-            self.client = (
-                QdrantClient(location=":memory:")
-                if local
-                else QdrantClient(url=url, api_key=api_key, timeout=30)
-            )
+            if path is not None:
+                self.client = QdrantClient(path=str(path))
+            elif url == ":memory:":
+                self.client = QdrantClient(location=":memory:")
+            else:
+                self.client = QdrantClient(url=url, api_key=api_key, timeout=30)
         except Exception as e:
-            raise StoreError(f"cannot reach Qdrant at {url}: {e}") from e
+            raise StoreError(f"cannot open Qdrant at {url or path}: {e}") from e
         # The local engine is plain Python and not thread-safe; a server handles concurrency.
         self._lock: Any = threading.Lock() if local else contextlib.nullcontext()
-        self.url = url
+        self.url = url or str(path)
+        self.quarantined: dict[str, str] = {}  # a Qdrant server opens its own collections
 
     def _do(self, what: str, fn: Callable[[], T], name: str | None = None) -> T:
         try:
@@ -63,6 +69,8 @@ class ServerStore:
         except Exception as e:  # connection refused, timeouts, server-side errors
             if name is not None and _missing(e):
                 raise CollectionNotFound(f"no collection named {name!r}") from e
+            if _refused(e):
+                raise StoreRefused(f"Qdrant refused to {what}: {e}") from e
             raise StoreError(f"Qdrant at {self.url} failed to {what}: {e}") from e
 
     def ping(self) -> None:
@@ -152,3 +160,10 @@ def _missing(e: Exception) -> bool:
     if isinstance(e, UnexpectedResponse):
         return e.status_code == 404
     return isinstance(e, ValueError) and "not found" in str(e)
+
+
+def _refused(e: Exception) -> bool:
+    """Input Qdrant would not take: a 400 or 422 from a server, a bad argument locally."""
+    if isinstance(e, UnexpectedResponse):
+        return e.status_code in (400, 422)
+    return isinstance(e, ValueError | TypeError | OverflowError)

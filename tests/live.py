@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from polyclip.service.app import create_app
 from polyclip.service.config import Settings
@@ -80,3 +81,15 @@ async def wait_queued(http: httpx.AsyncClient, model: str, n: int, timeout: floa
     async with asyncio.timeout(timeout):
         while line not in (await http.get("/metrics")).text:
             await asyncio.sleep(0.02)
+
+
+def local_client(app: object, client: tuple[str, int] = ("127.0.0.1", 50000)) -> TestClient:
+    """The in-process app as a client at ``client`` (loopback by default) reaching the server
+    by its loopback address: the defaults (Host names, admin routes without a key) apply as
+    for ``polyclip serve``."""
+    return TestClient(
+        app,  # type: ignore[arg-type]
+        base_url="http://127.0.0.1",
+        client=client,
+        raise_server_exceptions=False,
+    )

@@ -98,7 +98,8 @@ def test_compose_mounts_exist(compose: dict[str, Any]) -> None:
 
 
 def test_prometheus_scrapes_the_service(compose: dict[str, Any]) -> None:
-    jobs = {j["job_name"]: j for j in _yaml(ROOT / "deploy" / "prometheus.yml")["scrape_configs"]}
+    prometheus = _yaml(ROOT / "deploy" / "prometheus" / "prometheus.yml")
+    jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
     job = jobs["polyclip"]
     assert job["metrics_path"] == METRICS
     assert job["static_configs"][0]["targets"] == [f"polyclip:{PORT}"]
@@ -187,3 +188,52 @@ def test_container_models_config_is_valid(k8s: dict[str, dict[str, Any]], tmp_pa
     settings = load_settings(path)
     assert all(m.path.startswith("/models/") for m in settings.models.values())
     assert {"teacher", "student"} <= set(settings.models) | set(settings.aliases)
+
+
+def test_grace_period_outlasts_the_graceful_shutdown(k8s: dict[str, dict[str, Any]]) -> None:
+    """Kubernetes kills the pod after terminationGracePeriodSeconds: it must leave the server
+    its graceful shutdown and the final flush of the store."""
+    from polyclip.service.cli import GRACEFUL_SHUTDOWN_S
+
+    pod = k8s["Deployment"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= GRACEFUL_SHUTDOWN_S + 15
+
+
+def test_deploy_sets_the_allowed_hosts(compose: dict[str, Any], k8s: dict[str, dict]) -> None:
+    """Bound to 0.0.0.0 the default is any Host; deployments name theirs explicitly."""
+    import json
+
+    env = compose["services"]["polyclip"]["environment"]
+    assert json.loads(env["POLYCLIP_ALLOWED_HOSTS"])
+    container = k8s["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    names = {e["name"]: e for e in container["env"]}
+    key = names["POLYCLIP_ALLOWED_HOSTS"]["valueFrom"]["configMapKeyRef"]["key"]
+    assert json.loads(k8s["ConfigMap"]["data"][key])
+
+
+def test_the_indexed_job_runs_every_shard_against_the_shared_qdrant(
+    k8s: dict[str, dict[str, Any]],
+) -> None:
+    import re
+
+    job = _yaml(K8S / "index-job.yaml")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    container = spec["template"]["spec"]["containers"][0]
+    script = container["args"][0]
+    shards = int(re.search(r'--shard "\$JOB_COMPLETION_INDEX/(\d+)"', script)[1])
+    assert spec["completions"] == spec["parallelism"] == shards
+    assert '--qdrant-url "$QDRANT_URL"' in script and "polyclip index" in script
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["QDRANT_URL"]["valueFrom"]["configMapKeyRef"]
+    assert (
+        ref["name"] == k8s["ConfigMap"]["metadata"]["name"]
+        and ref["key"] in k8s["ConfigMap"]["data"]
+    )
+    assert "--config /config/models.yaml" in script
+    args = re.sub(r"\s+", " ", script).split("--")  # every flag is one polyclip index knows
+    from polyclip.__main__ import build_parser
+
+    index = build_parser()._subparsers._group_actions[0].choices["index"]
+    known = {o.lstrip("-") for a in index._actions for o in a.option_strings}
+    assert {a.split()[0] for a in args[1:]} <= known

@@ -229,3 +229,29 @@ def test_quality_checks_models_before_indexing(
     auth = {"Authorization": f"Bearer {KEY}"}
     names = httpx.get(f"{server}/collections", headers=auth, timeout=5).json()["collections"]
     assert not [n for n in names if n.startswith("bench-quality-")]  # nothing was indexed
+
+
+def test_load_reports_server_cpu_and_noise(server: str, tmp_path: Path) -> None:
+    argv = ["load", "--url", server, "--model", "student", "--concurrency", "2"]
+    argv += ["--requests", "10", "--noise-batch", "16", "--noise-clients", "1"]
+    argv += ["--out", str(tmp_path)]
+    assert _bench(*argv) == 0
+    level = json.loads((tmp_path / "load.json").read_text("utf-8"))["levels"][0]
+    assert level["server_cpu_s"] > 0 and level["server_cpu_s_per_1k_items"] > 0
+    assert level["noise"]["batch"] == 16 and level["noise"]["ok"] >= 1
+    assert level["ok"] == 10  # the background requests are not counted in the level
+
+
+def test_soak(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["soak", "--url", server, "--rate", "20", "--duration", "3s", "--clients", "8",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert _bench(*argv) == 0
+    report = json.loads((tmp_path / "soak.json").read_text("utf-8"))
+    assert report["errors_total"] == 0
+    assert sum(op["sent"] for op in report["ops"].values()) == 60
+    assert all(op["ok"] == op["sent"] for op in report["ops"].values())
+    assert report["server"]["start"]["rss_bytes"] > 0 and report["server"]["end"]["threads"] > 0
+    assert (tmp_path / "soak.png").read_bytes()[:4] == b"\x89PNG"
+    assert "search:" in capsys.readouterr().out
+    names = httpx.get(f"{server}/collections", headers={"Authorization": f"Bearer {KEY}"})
+    assert not [n for n in names.json()["collections"] if n.startswith("bench-soak-")]

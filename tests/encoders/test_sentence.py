@@ -160,3 +160,26 @@ def test_saved_tokenizer_class_loads_in_transformers_4(tmp_path: Path, xlmr_dir:
     assert cfg["tokenizer_class"] == "PreTrainedTokenizerFast"
     again = load_text_encoder(tmp_path / "s")
     assert again.count_tokens(["a dog runs"]) == [5]
+
+
+@pytest.mark.parametrize("kind", ["student", "dual", "bundle"])
+def test_tokenize_once_then_encode_ids_equals_encode(
+    kind: str, xlmr_dir: Path, dual_dir: Path, tmp_path: Path
+) -> None:
+    """The server's path (tokenize each input once, batch the ids) gives encode()'s rows."""
+    from polyclip.export.bundle import ExportOptions, export_bundle
+    from tests.tiny import save_student
+
+    texts = ["a dog runs in the park", "ein hund", "un chat rouge sur la rue", "x" * 200]
+    if kind == "student":
+        model = save_student(xlmr_dir, tmp_path / "s")
+    elif kind == "dual":
+        model = dual_dir
+    else:
+        model = tmp_path / "b"
+        export_bundle(save_student(xlmr_dir, tmp_path / "s"), model, ExportOptions())
+    enc = load_text_encoder(model)
+    ids = enc.tokenize_each(texts)
+    assert [len(x) for x in ids] == enc.count_tokens(texts)
+    assert max(len(x) for x in ids) <= enc.max_seq_length
+    np.testing.assert_allclose(enc.encode_ids(ids[::-1])[::-1], enc.encode(texts), atol=1e-5)

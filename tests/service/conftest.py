@@ -20,6 +20,7 @@ from polyclip.encoders.sentence import SentenceEncoder
 from polyclip.encoders.space import space_of
 from polyclip.service.app import create_app
 from polyclip.service.config import ModelConfig, Settings
+from tests.live import local_client
 from tests.tiny import PREFIXES
 
 
@@ -79,5 +80,5 @@ def make_settings(model_dirs: dict[str, Path], tmp_path: Path) -> Callable[..., 
 @pytest.fixture
 def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
     """The real app (real models, real embedded Qdrant) in-process."""
-    with TestClient(create_app(make_settings()), raise_server_exceptions=False) as c:
+    with local_client(create_app(make_settings())) as c:
         yield c

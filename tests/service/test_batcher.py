@@ -32,7 +32,7 @@ class Recorder:
         return np.array([[len(x), ord(x[0])] for x in xs], dtype=np.float32)
 
     def lane(self) -> Lane:
-        return Lane(cost=lambda xs: [len(x) for x in xs], run=self.run)
+        return Lane(prepare=list, cost=len, run=self.run)
 
 
 def make(rec: Recorder, **kw: float) -> Batcher:
@@ -132,7 +132,7 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_goes_on() -> None:
 
     b = Batcher(
         "m",
-        {"text": Lane(cost=lambda xs: [1] * len(xs), run=run)},
+        {"text": Lane(prepare=list, cost=lambda _: 1, run=run)},
         max_batch_tokens=100,
         max_batch_size=8,
         max_wait_s=0,
@@ -147,3 +147,81 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_goes_on() -> None:
 
     asyncio.run(main())
     b.close()
+
+
+def test_a_small_request_is_not_queued_behind_a_large_one() -> None:
+    """A client with one text while another sends 90: the one text goes in the very next
+    batch, alone with other small requests, not after the 90 (three more batches of 32)."""
+    rec = Recorder()
+    b = make(rec, max_batch_size=32, max_wait_s=0.0)
+
+    async def main() -> tuple:
+        rec.gate.clear()
+        big = asyncio.create_task(b.submit("text", [f"b{i:02d}" for i in range(90)]))
+        await asyncio.to_thread(rec.entered.wait, 10)  # the first batch of the 90 is running
+        small = asyncio.create_task(b.submit("text", ["s"]))
+        tiny = asyncio.create_task(b.submit("text", ["tt", "uu"]))
+        await asyncio.sleep(0.05)
+        rec.gate.set()
+        return await big, await small, await tiny
+
+    asyncio.run(main())
+    b.close()
+    assert [len(x) for x in rec.batches] == [32, 3, 32, 26]
+    assert sorted(rec.batches[1]) == ["s", "tt", "uu"]
+
+
+def test_an_old_input_anchors_the_next_batch_whatever_its_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small requests all the time must not starve a large one: past FAIR_WAIT_S it goes."""
+    from polyclip.service import batcher
+
+    monkeypatch.setattr(batcher, "FAIR_WAIT_S", 0.0)
+    rec = Recorder()
+    b = make(rec, max_batch_size=32, max_wait_s=0.0)
+
+    async def main() -> None:
+        rec.gate.clear()
+        first = asyncio.create_task(b.submit("text", ["x"]))
+        await asyncio.to_thread(rec.entered.wait, 10)
+        big = asyncio.create_task(b.submit("text", [f"b{i:02d}" for i in range(40)]))
+        await asyncio.sleep(0.02)
+        small = asyncio.create_task(b.submit("text", ["s"]))
+        await asyncio.sleep(0.02)
+        rec.gate.set()
+        await asyncio.gather(first, big, small)
+
+    asyncio.run(main())
+    b.close()
+    assert rec.batches[1][0].startswith("b")  # the older large request, not the newer "s"
+
+
+def test_fresh_inputs_are_prepared_in_one_call_and_a_bad_one_fails_alone() -> None:
+    """Every request waiting is tokenized in one call; when one input breaks the tokenizer,
+    only its request fails."""
+    calls: list[list[str]] = []
+
+    def prepare(xs: list[str]) -> list[str]:
+        calls.append(list(xs))
+        if "bad" in xs:
+            raise ValueError("cannot tokenize")
+        return xs
+
+    rec = Recorder()
+    b = Batcher(
+        "m",
+        {"text": Lane(prepare=prepare, cost=len, run=rec.run)},
+        max_batch_tokens=1000, max_batch_size=64, max_wait_s=0.2, max_queue_items=100,
+        metrics=Metrics(),
+    )  # fmt: skip
+
+    async def main() -> list:
+        jobs = [b.submit("text", xs) for xs in (["a", "bb"], ["ccc"], ["bad"], ["dd"])]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    results = asyncio.run(main())
+    b.close()
+    assert calls[0] == ["a", "bb", "ccc", "bad", "dd"]  # one call for all, then one each
+    assert isinstance(results[2], ValueError)
+    assert [r.rows.shape[0] for i, r in enumerate(results) if i != 2] == [2, 1, 1]

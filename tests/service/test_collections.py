@@ -19,6 +19,7 @@ from polyclip.service.app import create_app
 from polyclip.service.config import Settings, load_settings
 from polyclip.service.store import CollectionMeta, PointRecord, SpaceIndex
 from tests.images import b64, png_bytes
+from tests.live import local_client
 
 DOCS = [
     {"id": 1, "text": "a dog runs in the park", "payload": {"lang": "en"}},
@@ -37,7 +38,7 @@ def api(
     request: pytest.FixtureRequest, make_settings: Callable[..., Settings]
 ) -> Iterator[TestClient]:
     url = ":memory:" if request.param == "server" else None
-    with TestClient(create_app(make_settings(qdrant_url=url)), raise_server_exceptions=False) as c:
+    with local_client(create_app(make_settings(qdrant_url=url))) as c:
         yield c
 
 
@@ -207,7 +208,7 @@ def test_reload_repoints_aliases_and_loads_only_what_changed(
     config = tmp_path / "models.yaml"
     write("student-tiny")
 
-    with TestClient(create_app(load_settings(config), config), raise_server_exceptions=False) as c:
+    with local_client(create_app(load_settings(config), config)) as c:
         write("clip-tiny")
         r = c.post("/admin/reload")
         assert r.status_code == 200, r.text
@@ -246,7 +247,7 @@ def test_a_server_search_is_one_qdrant_call_and_survives_other_replicas(
     make_settings: Callable[..., Settings], clip_space: str
 ) -> None:
     settings = make_settings(qdrant_url=":memory:")
-    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+    with local_client(create_app(settings)) as api:
         index(api)
         store = api.app.state.svc.collections.store
         calls: list[str] = []

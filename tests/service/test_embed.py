@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from polyclip.service.app import create_app
 from polyclip.service.config import Settings
 from polyclip.training.retention import write_card_retention
 from tests.images import b64, png_bytes
+from tests.live import local_client
 from tests.tiny import save_student
 
 TEXTS = ["a dog runs in the park", "ein hund läuft", "un chat"]
@@ -76,6 +78,7 @@ def test_long_texts_are_truncated_and_said_so(client: TestClient) -> None:
         "code": "text_too_long",
         "message": r.json()["error"]["message"],
         "field": "texts[0]",
+        "request_id": r.headers["x-request-id"],
     }
 
 
@@ -150,9 +153,57 @@ def test_models_list_shows_each_students_retention(
     bundle_meta = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert bundle_meta["card"]["retention"] == {"multi30k/val": table}
     extra = {"kept": {"path": str(student)}, "kept-onnx": {"path": str(tmp_path / "bundle")}}
-    with TestClient(create_app(make_settings(models=extra))) as api:
+    with local_client(create_app(make_settings(models=extra))) as api:
         listed = {m["id"]: m for m in api.get("/v1/models").json()["data"]}
     assert (
         listed["kept"]["retention"] == listed["kept-onnx"]["retention"] == {"multi30k/val": table}
     )
     assert listed["teacher"]["retention"] is None
+
+
+def test_output_embedding_types(client: TestClient) -> None:
+    """binary/ubinary need nothing; int8/uint8 need the model's calibration ranges; all are
+    sentence-transformers' quantize_embeddings of the float rows, after ``dimensions``."""
+    from sentence_transformers.util.quantization import quantize_embeddings
+
+    body = {"model": "teacher", "input": TEXTS, "dimensions": 12}
+    floats = np.array([d["embedding"] for d in client.post("/v1/embeddings", json=body).json()[
+        "data"]], dtype=np.float32)  # fmt: skip
+    for kind in ("binary", "ubinary"):
+        r = client.post("/v1/embeddings", json={**body, "embedding_type": kind})
+        got = np.array([d["embedding"] for d in r.json()["data"]])
+        want = quantize_embeddings(floats, precision=kind)
+        assert got.shape == (3, 2) and np.array_equal(got, want)
+        r = client.post("/v1/embeddings", json={**body, "embedding_type": kind,
+                                                "encoding_format": "base64"})  # fmt: skip
+        raw = base64.b64decode(r.json()["data"][0]["embedding"])
+        assert np.array_equal(np.frombuffer(raw, dtype=want.dtype), want[0])
+    r = client.post("/v1/embeddings", json={**body, "embedding_type": "int8"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "no_calibration"
+
+
+def test_calibrated_int8_and_uint8(make_settings: Callable[..., Settings], clip_dir: Path,
+                                   tmp_path: Path) -> None:  # fmt: skip
+    from sentence_transformers.util.quantization import quantize_embeddings
+
+    from polyclip.__main__ import main
+    from tests.captions import write_aligned
+
+    model = shutil.copytree(clip_dir, tmp_path / "clip")
+    data = write_aligned(tmp_path / "data", {"train": (40, 0)})
+    argv = ["models", "calibrate", str(model), "--data", str(data), "--langs", "de,fr",
+            "--texts", "50"]  # fmt: skip
+    assert main(argv) == 0
+    calibration = np.load(model / "calibration.npy")
+    assert calibration.shape == (50, 16) and calibration.dtype == np.float16
+    extra = {"cal": {"path": str(model)}}
+    with local_client(create_app(make_settings(models=extra))) as c:
+        texts = {"model": "cal", "texts": TEXTS}
+        floats = np.array(c.post("/embed/text", json=texts).json()["embeddings"], np.float32)
+        for kind in ("int8", "uint8"):
+            r = c.post("/embed/text", json={**texts, "embedding_type": kind})
+            assert r.json()["embedding_type"] == kind
+            want = quantize_embeddings(
+                floats, precision=kind, calibration_embeddings=calibration.astype(np.float32)
+            )
+            assert np.array_equal(np.array(r.json()["embeddings"]), want)  # fmt: skip

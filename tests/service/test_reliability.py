@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from polyclip.service.app import create_app
 from polyclip.service.config import Limits, Settings
 from tests.images import b64, png_bytes, png_header
-from tests.live import live_server, wait_queued
+from tests.live import live_server, local_client, wait_queued
 
 
 def err(r: httpx.Response, status: int, code: str, field: str | None = None) -> dict:
@@ -36,7 +36,7 @@ def strict(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
     settings = make_settings(
         limits=limits, models={n: {"max_queue_items": 8} for n in ("clip-tiny", "student-tiny")}
     )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with local_client(create_app(settings)) as c:
         yield c
 
 
@@ -245,7 +245,7 @@ def test_image_urls_are_off_by_default_and_private_hosts_refused(
     )
     err(r, 422, "image_urls_disabled", "images[0]")
     settings = make_settings(limits=Limits(allow_image_urls=True))
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with local_client(create_app(settings)) as c:
         for url in (
             "http://127.0.0.1:9/a.png",
             "http://localhost/a.png",
@@ -261,9 +261,7 @@ def test_image_urls_are_off_by_default_and_private_hosts_refused(
 
 
 def test_api_key(make_settings: Callable[..., Settings]) -> None:
-    with TestClient(
-        create_app(make_settings(api_key="s3cret")), raise_server_exceptions=False
-    ) as c:
+    with local_client(create_app(make_settings(api_key="s3cret"))) as c:
         body = {"model": "student", "texts": ["a"]}
         r = c.post("/embed/text", json=body)
         err(r, 401, "unauthorized")
@@ -316,7 +314,7 @@ def test_slow_model_is_a_504_and_the_server_recovers(
     settings = make_settings(
         limits=Limits(request_timeout_s=1), models={"student-tiny": {"max_wait_ms": 3000}}
     )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with local_client(create_app(settings)) as c:
         c.post("/embed/text", json={"model": "teacher", "texts": ["warm up"]})
         err(c.post("/embed/text", json={"model": "student", "texts": ["a"]}), 504, "timeout")
         assert c.post("/embed/text", json={"model": "teacher", "texts": ["a"]}).status_code == 200

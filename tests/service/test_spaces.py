@@ -12,6 +12,7 @@ from polyclip.service.app import create_app
 from polyclip.service.config import ModelConfig, Settings
 from polyclip.service.store import CollectionMeta, PointRecord, SpaceIndex
 from polyclip.service.store_edge import EdgeStore
+from tests.live import local_client
 from tests.tiny import save_dual, save_student
 
 DOCS = [{"id": 10 + i, "text": t} for i, t in enumerate(["a dog runs", "a red cat", "two men sit"])]
@@ -24,7 +25,7 @@ def serve(tmp_path: Path, models: dict[str, Path], aliases: dict[str, str]) -> T
         data_dir=tmp_path / "qdrant",
         qdrant_url=None,
     )
-    return TestClient(create_app(settings), raise_server_exceptions=False)
+    return local_client(create_app(settings))
 
 
 def search(api: TestClient, name: str, model: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,19 +150,30 @@ def test_edge_store_persists_across_reopen(tmp_path: Path) -> None:
 
 
 def test_edge_store_belongs_to_one_process(tmp_path: Path) -> None:
+    """A second opener is refused with a message naming the holder, before any collection."""
     first = EdgeStore(tmp_path / "q")
     fill(first)
-    with pytest.raises(StoreError, match="one process"):
+    with pytest.raises(StoreError, match=rf"in use by another process \(pid {os.getpid()}\)"):
         EdgeStore(tmp_path / "q")
     first.close()
+    again = EdgeStore(tmp_path / "q")  # released on close
+    assert again.count("c") == 3
+    again.close()
 
 
-def test_edge_store_ignores_a_half_created_collection(tmp_path: Path) -> None:
+def test_edge_store_cleans_only_its_own_half_created_collection(tmp_path: Path) -> None:
     (tmp_path / "q" / "c" / "shard").mkdir(parents=True)  # a crash before collection.json
+    (tmp_path / "q" / "c" / ".polyclip").write_text("polyclip collection\n")
     store = EdgeStore(tmp_path / "q")
     assert store.names() == []
-    fill(store)  # create cleans the leftovers
+    fill(store)  # create cleans its leftovers
     assert store.count("c") == 3
+    mine = tmp_path / "q" / "d"  # a directory this store did not make
+    (mine / "shard").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(StoreError, match="is not touched"):
+        store.create(CollectionMeta("d", META.spaces))
+    assert (mine / "notes.txt").read_text() == "keep me"
     store.close()
 
 

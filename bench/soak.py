@@ -1,0 +1,165 @@
+"""Soak: many clients for a long time at a fixed offered rate, mixing embed, upsert and search.
+
+Open loop: request i is due at ``start + i / rate`` whatever the server does, and its latency
+counts from when it was due (a slow server cannot hide its queue by slowing the client down).
+The requests go round-robin over ``clients`` connections. The server's resident memory, threads
+and open files are sampled from its ``/metrics`` throughout: a leak shows as a trend. A 429 is
+backpressure by design and is counted apart from errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+from polyclip.bench.client import (
+    BenchError,
+    error_kind,
+    latency_summary,
+    new_client,
+    server_message,
+    server_process,
+    transport_error,
+)
+
+OPS = ("embed", "upsert", "search")
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    url: str
+    model: str  # embeds, and queries the collection
+    index_model: str  # indexes the collection
+    rate: float  # requests per second, offered
+    duration_s: float = 600.0
+    clients: int = 64
+    mix: dict[str, float] = field(
+        default_factory=lambda: {"embed": 0.5, "upsert": 0.2, "search": 0.3}
+    )
+    api_key: str | None = None
+    timeout_s: float = 30.0
+    sample_every_s: float = 10.0
+    seed: int = 0
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.statuses: dict[str, Counter[str]] = defaultdict(Counter)
+        self.late = 0  # requests that could not even start on time (every connection busy)
+
+
+async def _one(
+    client: httpx.AsyncClient, cfg: SoakConfig, op: str, due: float, text: str, name: str,
+    tally: _Tally,
+) -> None:  # fmt: skip
+    if op == "embed":
+        call = client.post("/v1/embeddings", json={"model": cfg.model, "input": [text]})
+    elif op == "upsert":
+        item = {"id": str(uuid.uuid4()), "text": text, "payload": {"text": text}}
+        call = client.post(f"/collections/{name}/points", json={"items": [item]})
+    else:
+        body = {"query": {"text": text}, "model": cfg.model, "limit": 10}
+        call = client.post(f"/collections/{name}/search", json=body)
+    try:
+        response = await call
+    except httpx.TransportError as e:
+        tally.statuses[op][error_kind(e)] += 1
+        return
+    tally.statuses[op][str(response.status_code)] += 1
+    if response.status_code == 200:
+        tally.latencies[op].append(time.perf_counter() - due)
+
+
+async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
+    """Offer ``rate`` requests per second for ``duration_s``; returns the JSON-ready report."""
+    if cfg.rate <= 0 or cfg.clients < 1:
+        raise BenchError("--rate must be > 0 and --clients >= 1")
+    rng = random.Random(cfg.seed)
+    ops, weights = zip(*((op, cfg.mix.get(op, 0.0)) for op in OPS), strict=True)
+    name = f"bench-soak-{uuid.uuid4().hex[:8]}"
+    tally, samples = _Tally(), []
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                new_client(cfg.url, api_key=cfg.api_key, connections=1, timeout=cfg.timeout_s)
+            )
+            for _ in range(cfg.clients)
+        ]
+        admin = clients[0]
+        try:
+            r = await admin.post("/collections", json={"name": name, "model": cfg.index_model})
+        except httpx.TransportError as e:
+            raise transport_error(cfg.url, e) from e
+        if r.status_code != 201:
+            raise BenchError(f"cannot create {name}: {server_message(r)}")
+        seed_items = [{"text": t, "payload": {"text": t}} for t in texts[:64]]
+        await admin.post(f"/collections/{name}/points", json={"items": seed_items})
+        busy = [asyncio.Lock() for _ in clients]
+        start = time.perf_counter()
+        total = int(cfg.rate * cfg.duration_s)
+        tasks: list[asyncio.Task[None]] = []
+
+        async def sample() -> None:
+            while True:
+                samples.append({"t_s": round(time.perf_counter() - start, 1),
+                                **await server_process(admin)})  # fmt: skip
+                await asyncio.sleep(cfg.sample_every_s)
+
+        async def send(i: int, op: str, due: float) -> None:
+            lock = busy[i % len(busy)]
+            if lock.locked():
+                tally.late += 1
+            async with lock:
+                await _one(clients[i % len(clients)], cfg, op, due, texts[i % len(texts)], name,
+                           tally)  # fmt: skip
+
+        sampler = asyncio.create_task(sample())
+        for i in range(total):
+            due = start + i / cfg.rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            op = rng.choices(ops, weights)[0]
+            tasks.append(asyncio.create_task(send(i, op, due)))
+            tasks = [t for t in tasks if not t.done()]
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+        sampler.cancel()
+        samples.append({"t_s": round(elapsed, 1), **await server_process(admin)})
+        await admin.delete(f"/collections/{name}")
+    per_op = {}
+    for op in OPS:
+        statuses = dict(sorted(tally.statuses[op].items()))
+        sent = sum(statuses.values())
+        errors = {k: v for k, v in statuses.items() if k not in ("200", "429")}
+        per_op[op] = {
+            "sent": sent,
+            "ok": statuses.get("200", 0),
+            "backpressure_429": statuses.get("429", 0),
+            "errors": errors,
+            "latency": latency_summary(tally.latencies[op]),
+        }
+    config = asdict(cfg)
+    config["api_key"] = "***" if cfg.api_key else None
+    return {
+        "kind": "soak",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": config,
+        "elapsed_s": round(elapsed, 1),
+        "offered_per_s": cfg.rate,
+        "late_starts": tally.late,
+        "ops": per_op,
+        "errors_total": sum(sum(v["errors"].values()) for v in per_op.values()),
+        "server": {
+            "start": samples[0] if samples else {},
+            "end": samples[-1] if samples else {},
+            "samples": samples,
+        },
+    }
