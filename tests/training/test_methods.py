@@ -101,8 +101,9 @@ def test_debian_stands_for_the_installed_sources(
 def test_broad_english_is_mixed_in_at_the_ratio(models: dict, data: Path, tmp_path: Path) -> None:
     sentences = [f"{c} and the {c.split()[-1]}" for c in captions(80)["en"]]  # not in train
     source = write_lines(tmp_path / "english.txt", sentences)
-    run(models, data, tmp_path, "mix", english_data=[str(source)], english_ratio=0.5,
-        loss="fd")  # fmt: skip  (no DR queue taking anchors out of the mix)
+    run(
+        models, data, tmp_path, "mix", english_data=[str(source)], english_ratio=0.5, loss="fd"
+    )  # fmt: skip  (no DR queue taking anchors out of the mix)
     card = json.loads((tmp_path / "mix/student/polyclip.json").read_text())
     stats = card["provenance"]["data_stats"]
     parallel = sum(stats["pairs"].values()) - stats["broad_english"]
