@@ -143,7 +143,9 @@ repro-epochs: repro-grid
 	$(BIN)/polyclip train summary $(foreach obj,$(REPRO_OBJECTIVES),$(RUNS)/epoch-$(obj)) \
 	  --out docs/results/epochs --name epochs
 
-REPRO_TOP2 ?= dr dr_fd
+# The two objectives with the best one-epoch val R@1 (read once the epochs are done).
+REPRO_TOP2 ?= $(shell $(BIN)/python -c "import json; b=json.load(open('docs/results/epochs/epochs.json'))\
+	['best']; print(*sorted(b, key=lambda o: -b[o]['val_r@1'])[:2])")
 repro-seeds: repro-epochs
 	$(foreach obj,$(REPRO_TOP2),\
 	  $(call train_run,$(RUNS)/epoch-$(obj)-seed1,--config $(obj) $(REPRO_EPOCH) \

@@ -52,7 +52,9 @@ def retention_table(
     similarity: Mapping[str, float] | None = None,
     documents: int = 0,
 ) -> dict[str, Any]:
-    """Per language: both models' metrics, R@1 retention, distilled or not; means of each kind."""
+    """Per language: both models' metrics, R@1 retention, distilled or not; means of each kind;
+    and the student's English → English metrics when ``student`` has them (no base ratio: the
+    base's own en → en is trivially perfect)."""
     rows: dict[str, Any] = {}
     for lang, s in student.items():
         if lang == "en" or lang not in base:
@@ -71,12 +73,15 @@ def retention_table(
         values = [r["retention"] for r in rows.values() if r["distilled"] is want]
         values = [v for v in values if v is not None]
         means[kind] = round(float(np.mean(values)), 4) if values else None
-    return {
+    table = {
         "metric": "retention = student R@1 (teacher space) / base R@1 (own space)",
         "documents": documents,
         "languages": rows,
         "mean": means,
     }
+    if "en" in student:  # student(en) → teacher(en): can English traffic swap models too?
+        table["english"] = {k: round(float(v), 4) for k, v in student["en"].items()}
+    return table
 
 
 def write_card_retention(model_dir: Path, source: str, table: dict[str, Any]) -> bool:

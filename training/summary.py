@@ -3,7 +3,14 @@
 Each run directory holds ``metrics.jsonl`` and ``student/polyclip.json``; a row is the run's best
 validation evaluation (the step its student was saved at), its retention against the base and
 its cost (steps, wall time, parameters trained), so sweeps are compared on what was chosen on
-validation, never on a test split.
+validation, never on a test split. A student directory (e.g. ``RUN/wise-0.5`` from
+``polyclip train wise``) is a row too, scored by the retention ``polyclip eval`` wrote in its card.
+
+The **score** is the selection rule of docs/RESULTS.md: the mean of every retention mean in the
+card — distilled and held-out languages of each data source (``train`` writes its validation
+captions; ``eval`` adds more, e.g. gettext catalogues) — so a run is chosen on how much of its
+base's multilinguality it keeps across languages and domains, not on in-domain R@1 alone.
+``selected`` is the best score among runs whose English → English R@1 is at least 95.
 """
 
 from __future__ import annotations
@@ -18,24 +25,36 @@ from matplotlib.figure import Figure
 
 from polyclip.encoders.errors import PolyclipError
 from polyclip.encoders.report import new_figure, write_report
+from polyclip.encoders.space import CARD_FILE
+
+MIN_ENGLISH = 95.0  # en → en R@1 (%) a student needs before it may replace the teacher
 
 
 def run_row(run: Path) -> dict[str, Any]:
     """The best evaluation of one run, with its settings and cost."""
+    model = run if (run / CARD_FILE).is_file() else run / "student"
     try:
-        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        card = json.loads((run / "student" / "polyclip.json").read_text(encoding="utf-8"))
+        metrics = run / "metrics.jsonl"
+        lines = [json.loads(x) for x in metrics.read_text().splitlines()] if run != model else []
+        card = json.loads((model / CARD_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise PolyclipError(f"{run} is not a finished run (metrics.jsonl, student/): {e}") from e
+        raise PolyclipError(f"{run} is neither a finished run nor a student: {e}") from e
     prov = card.get("provenance", {})
     hp = prov.get("hyper_parameters", {})
     evals = [x for x in lines if x["type"] == "eval"]
     best_step = prov.get("steps", 0)
     best = next((x for x in evals if x["step"] == best_step), evals[-1] if evals else {})
     langs = hp.get("val_languages") or hp.get("languages") or []
-    retention = next(iter(card.get("retention", {}).values()), {})
+    if run == model:  # a student made from a run (WiSE-FT): its own scores are in its card
+        first = next(iter(card.get("retention", {}).values()), {}).get("languages", {})
+        best = {f"{lang}_r@1": row["student"]["r@1"] for lang, row in first.items()}
+        langs = list(first)
+    sources = {name: _kept(table) for name, table in card.get("retention", {}).items()}
+    terms = [v for kept in sources.values() for k, v in kept.items()
+             if k in ("distilled", "held_out") and v is not None]  # fmt: skip
+    english = [k["english_r@1"] for k in sources.values() if k.get("english_r@1") is not None]
     return {
-        "run": run.name,
+        "run": run.name if run != model else f"{run.parent.name}/{run.name}",
         "objective": hp.get("loss"),
         "lr": hp.get("lr"),
         "seed": hp.get("seed"),
@@ -45,30 +64,49 @@ def run_row(run: Path) -> dict[str, Any]:
         "wall_time_s": prov.get("wall_time_s"),
         "val_r@1": best.get("val_r@1"),
         "r@1": {lang: best.get(f"{lang}_r@1") for lang in langs},
-        "retention": {
-            lang: row["retention"] for lang, row in retention.get("languages", {}).items()
-        },
-        "retention_mean": retention.get("mean", {}),
+        "retention": sources,
+        "en_r@1": english[0] if english else None,
+        "score": round(float(np.mean(terms)), 4) if terms else None,
         "trained_params": prov.get("trained_params"),
+    }
+
+
+def _kept(table: dict[str, Any]) -> dict[str, Any]:
+    """One retention source in brief: the means of each kind, the worst language, en → en."""
+    values = [r["retention"] for r in table.get("languages", {}).values()]
+    values = [v for v in values if v is not None]
+    return {
+        **table.get("mean", {}),
+        "min": min(values) if values else None,
+        "english_r@1": table.get("english", {}).get("r@1"),
     }
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     langs = sorted({lang for r in rows for lang in r["r@1"]})
+    sources = list(dict.fromkeys(name for r in rows for name in r["retention"]))
     head = ["run", "objective", "lr", "seed", "best step / steps", "val R@1",
-            *(f"{lang} R@1" for lang in langs), "retention distilled / held-out",
-            "wall s"]  # fmt: skip
+            *(f"{lang} R@1" for lang in langs),
+            *(f"{name} retention distilled / held-out (min)" for name in sources),
+            "en→en R@1", "score", "trained params", "wall s"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        mean = r["retention_mean"]
-        kept = " / ".join("–" if mean.get(k) is None else f"{mean[k]:.3f}"
-                          for k in ("distilled", "held_out"))  # fmt: skip
+        kept = [_retention(r["retention"].get(name, {})) for name in sources]
+        params = r["trained_params"]
         cells = [r["run"], str(r["objective"]), f"{r['lr']:g}", str(r["seed"]),
                  f"{r['best_step']} / {r['steps']}", _pct(r["val_r@1"]),
-                 *(_pct(r["r@1"].get(lang)) for lang in langs), kept,
+                 *(_pct(r["r@1"].get(lang)) for lang in langs), *kept, _pct(r["en_r@1"]),
+                 "–" if r["score"] is None else f"{r['score']:.3f}",
+                 "–" if params is None else f"{params / 1e6:.2f}M",
                  f"{r['wall_time_s']:.0f}" if r["wall_time_s"] else "–"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _retention(kept: dict[str, Any]) -> str:
+    cells = ["–" if kept.get(k) is None else f"{kept[k]:.3f}" for k in ("distilled", "held_out")]
+    worst = kept.get("min")
+    return " / ".join(cells) + ("" if worst is None else f" ({worst:.3f})")
 
 
 def _pct(value: float | None) -> str:
@@ -112,7 +150,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
         held = best.get(row["objective"])
         if row["val_r@1"] is not None and (held is None or row["val_r@1"] > held["val_r@1"]):
             best[row["objective"]] = row
-    data = {"runs": rows, "best": best}
+    eligible = [r for r in rows if r["score"] is not None and (r["en_r@1"] or 0) >= MIN_ENGLISH]
+    selected = max(eligible, key=lambda r: r["score"])["run"] if eligible else None
+    data = {"runs": rows, "best": best, "selected": selected, "min_english_r@1": MIN_ENGLISH}
     write_report(args.out, args.name, data, text, {args.name: plot(rows)})
     print(text, end="")
+    if selected:
+        print(f"selected (best score with en→en R@1 ≥ {MIN_ENGLISH}): {selected}")
     return 0

@@ -214,6 +214,8 @@ def test_cli_writes_report_tables_and_pngs(
         )
         assert kept[lang]["retention"] == pytest.approx(want, abs=1e-4)
     assert rows["teacher"]["retention"]["mean"]["distilled"] is None  # a card with no languages
+    english = rows["student"]["retention"]["english"]  # en → en beside the cross-lingual rows
+    assert english == pytest.approx(rows["student"]["languages"]["en"], abs=1e-4)
     card = json.loads((models["student"] / "polyclip.json").read_text(encoding="utf-8"))
     assert card["retention"][f"{data_dir.name}/val"]["languages"] == kept
     assert "retention on" in printed and "## Retention" in (out / "eval.md").read_text()

@@ -417,6 +417,43 @@ def test_summary_tabulates_the_best_step_of_each_run(
         assert row["best_step"] == card["provenance"]["steps"]
         assert row["val_r@1"] == card["provenance"]["val"]["val_r@1"]
         assert row["trained_params"] == card["provenance"]["trained_params"] > 0
-        assert set(row["retention"]) == {"de", "fr"}
+        (source,) = card["retention"]
+        kept = card["retention"][source]
+        assert row["retention"][source]["distilled"] == kept["mean"]["distilled"]
+        assert row["score"] == pytest.approx(kept["mean"]["distilled"], abs=1e-4)
     assert "| fd-0.001 | fd | 0.001 |" in capsys.readouterr().out
     assert (tmp_path / "grid/summary.png").stat().st_size > 0
+
+
+def _student_card(path: Path, kept: dict[str, float], english: float) -> Path:
+    """A student folder whose card holds one retention source (de distilled, cs not)."""
+    path.mkdir(parents=True)
+    langs = {
+        lang: {"distilled": lang == "de", "retention": r, "student": {"r@1": 90.0 * r}}
+        for lang, r in kept.items()
+    }
+    means = {"distilled": kept["de"], "held_out": kept["cs"]}
+    card = {
+        "teacher": "t",
+        "provenance": {"hyper_parameters": {"loss": "dr", "lr": 1e-4, "seed": 0}, "steps": 3},
+        "retention": {"po/val": {"languages": langs, "mean": means, "english": {"r@1": english}}},
+    }
+    (path / "polyclip.json").write_text(json.dumps(card))
+    return path
+
+
+def test_summary_selects_on_retention_with_an_english_floor(tmp_path: Path) -> None:
+    keeps = _student_card(tmp_path / "run/wise-0.5", {"de": 1.0, "cs": 0.8}, english=97.0)
+    forgets = _student_card(tmp_path / "run/wise-1.0", {"de": 1.1, "cs": 0.5}, english=99.0)
+    monolingual = _student_card(tmp_path / "exp/other", {"de": 1.2, "cs": 1.0}, english=90.0)
+    out = tmp_path / "sel"
+    assert (
+        main(["train", "summary", str(keeps), str(forgets), str(monolingual), "--out", str(out)])
+        == 0
+    )
+    data = json.loads((out / "summary.json").read_text())
+    scores = {r["run"]: r["score"] for r in data["runs"]}
+    assert scores == {"run/wise-0.5": 0.9, "run/wise-1.0": 0.8, "exp/other": 1.1}
+    assert data["selected"] == "run/wise-0.5"  # exp/other scores higher but fails en→en ≥ 95
+    assert data["runs"][0]["r@1"] == {"de": 90.0, "cs": 72.0}
+    assert data["runs"][0]["retention"]["po/val"]["min"] == 0.8
