@@ -11,7 +11,7 @@ Sources available offline (Debian packages; none is needed by the tests or CI):
   "collected from many sources", distributed with fortune-mod under a BSD licence): aphorisms,
   jokes and quotes; attributions (``-- Name``) are removed; the offensive set is a separate
   package and is not read.
-- **The Python documentation** (``python3.11-doc``, ``/usr/share/doc/python3.11/html/_sources``;
+- **The Python documentation** (``python3-doc``, ``/usr/share/doc/python3.X/html/_sources``;
   PSF licence): the reStructuredText sources, prose only (directives, code blocks, tables and
   markup removed), split into sentences — technical English.
 - Any text file with one sentence per line.
@@ -32,8 +32,7 @@ from polyclip.training.data import DataError
 
 WORDNET = Path("/usr/share/wordnet")
 FORTUNES = Path("/usr/share/games/fortunes")
-PYTHON_DOCS = Path("/usr/share/doc/python3.11/html/_sources")
-DEFAULT_SOURCES = (WORDNET, FORTUNES, PYTHON_DOCS)
+DOCS = Path("/usr/share/doc")  # python3-doc installs python3.X/html/_sources here
 MIN_WORDS, MAX_WORDS, MAX_CHARS = 3, 64, 400
 
 _ROLE = re.compile(r":[\w:.-]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")  # :term:`text <target>` → text
@@ -110,6 +109,16 @@ def text_lines(path: Path) -> Iterator[str]:
         yield from f
 
 
+def default_sources() -> tuple[Path, ...]:
+    """WordNet, fortunes and the newest ``python3.X`` documentation sources (``python3-doc``)."""
+    docs = {
+        int(m[1]): p
+        for p in DOCS.glob("python3.*/html/_sources")
+        if (m := re.fullmatch(r"python3\.(\d+)", p.parents[1].name))
+    }
+    return (WORDNET, FORTUNES, *([docs[max(docs)]] if docs else []))
+
+
 def sentences_of(source: Path) -> Iterator[str]:
     """Raw sentences of one source, recognised by its layout."""
     if (source / "data.noun").is_file():
@@ -123,7 +132,7 @@ def sentences_of(source: Path) -> Iterator[str]:
     else:
         raise DataError(
             f"English data not found: {source} (install wordnet-base, fortunes or "
-            "python3.11-doc, or give a file with one sentence per line)"
+            "python3-doc, or give a file with one sentence per line)"
         )
 
 
@@ -132,11 +141,11 @@ def english_sources(names: Sequence[str]) -> list[Path]:
     out: list[Path] = []
     for name in names:
         if name == "debian":
-            found = [p for p in DEFAULT_SOURCES if p.exists()]
+            found = [p for p in default_sources() if p.exists()]
             if not found:
                 raise DataError(
-                    "english_data 'debian' needs wordnet-base, fortunes or python3.11-doc "
-                    "(apt-get install wordnet-base fortunes python3.11-doc)"
+                    "english_data 'debian' needs wordnet-base, fortunes or python3-doc "
+                    "(apt-get install wordnet-base fortunes python3-doc)"
                 )
             out += found
         else:

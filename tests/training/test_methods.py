@@ -91,7 +91,7 @@ def test_english_readers_and_cleaning(tmp_path: Path) -> None:
 def test_debian_stands_for_the_installed_sources(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(english, "DEFAULT_SOURCES", (tmp_path / "a", tmp_path / "b"))
+    monkeypatch.setattr(english, "default_sources", lambda: (tmp_path / "a", tmp_path / "b"))
     with pytest.raises(DataError, match="apt-get install"):
         english.english_sources(["debian"])
     (tmp_path / "b").mkdir()
