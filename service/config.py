@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     models: dict[str, ModelConfig]
     aliases: dict[str, str] = Field(default_factory=dict)
     data_dir: Path = Path("artifacts/qdrant")  # the embedded store's directory
+    # Embedded store: flush written collections to disk every N s (0: inside every write).
+    # A killed process loses nothing either way; an OS crash loses at most ~N s of writes.
+    flush_interval_s: float = Field(1.0, ge=0)
     qdrant_url: str | None = Field(
         None, validation_alias=AliasChoices("qdrant_url", "polyclip_qdrant_url")
     )  # set it (or QDRANT_URL) to use a Qdrant server instead; ":memory:" for tests

@@ -7,6 +7,14 @@ directory without metadata, which the next create of that name cleans up; a dire
 the marker is never deleted. A drop moves the directory aside (``.trash-*``) under the lock
 before deleting it, so a collection re-created under the same name keeps its files.
 
+Durability: every write goes to the shard's write-ahead log, an mmap'd file, before it is
+acknowledged, so a killed process (``kill -9``, OOM) loses nothing; the log reaches the disk
+itself (msync, then the segments) when the shard is flushed. ``flush_interval_s`` sets when: a
+background thread flushes the collections written since the last flush every that many seconds
+(default 1: an OS crash or power loss can lose up to about a second of acknowledged writes), and
+0 flushes inside every write before it is acknowledged (nothing acknowledged is lost, at the
+cost of a synchronous flush per request). :attr:`EdgeStore.unflushed` names what is at risk.
+
 A collection that fails to open at start (a corrupt file, a WAL another process holds) is
 quarantined: reported by :attr:`EdgeStore.quarantined` (and so on ``/ready`` and in a metric)
 while every other collection serves. Engine errors become :class:`StoreRefused` where the
@@ -89,8 +97,11 @@ class EdgeStore:
 
     kind = "edge"
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, flush_interval_s: float = 1.0) -> None:
+        if flush_interval_s < 0:
+            raise StoreError(f"flush_interval_s must be >= 0, got {flush_interval_s}")
         self.data_dir = Path(data_dir)
+        self.flush_interval_s = flush_interval_s
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -100,10 +111,18 @@ class EdgeStore:
         self._shards: dict[str, qe.EdgeShard] = {}
         self._meta: dict[str, CollectionMeta] = {}
         self.quarantined: dict[str, str] = {}
+        self.unflushed: set[str] = set()  # written since their last flush (under _lock)
+        self._stop = threading.Event()
         for trash in self.data_dir.glob(".trash-*"):  # drops a crash interrupted
             shutil.rmtree(trash, ignore_errors=True)
         for meta_file in sorted(self.data_dir.glob(f"*/{META_FILE}")):
             self._open(meta_file.parent)
+        self._flusher: threading.Thread | None = None
+        if flush_interval_s > 0:
+            self._flusher = threading.Thread(
+                target=self._flush_every, name="polyclip-store-flush", daemon=True
+            )
+            self._flusher.start()
 
     def _open(self, cdir: Path) -> None:
         """Open one collection, or quarantine it with the reason; never stop the others."""
@@ -204,7 +223,7 @@ class EdgeStore:
         op = qe.UpdateOperation.upsert_points(
             [qe.Point(p.id, p.vectors, p.payload) for p in points]  # type: ignore[arg-type]
         )
-        self._call(name, lambda s: s.update(op))
+        self._write(name, lambda s: s.update(op))
 
     def delete_points(self, name: str, ids: list[PointId] | None, flt: FilterSpec | None) -> int:
         def run(shard: qe.EdgeShard) -> int:
@@ -218,7 +237,7 @@ class EdgeStore:
             shard.update(qe.UpdateOperation.delete_points_by_filter(edge_filter))
             return found
 
-        return self._call(name, run)
+        return self._write(name, run)
 
     def search(
         self, name: str, vector: str, query: list[float], limit: int, flt: FilterSpec | None
@@ -235,8 +254,25 @@ class EdgeStore:
         scored = self._call(name, run)
         return [Hit(normalize_id(p.id), float(p.score), dict(p.payload or {})) for p in scored]
 
+    def flush(self) -> None:
+        """Flush every collection written since its last flush (the WAL and segments to disk)."""
+        with self._lock:
+            names, self.unflushed = self.unflushed, set()
+        for name in sorted(names):
+            try:
+                self._call(name, lambda s: s.flush())
+            except CollectionNotFound:
+                pass  # dropped meanwhile
+            except StoreError as e:
+                with self._lock:
+                    self.unflushed.add(name)  # try again next time
+                log.error("flushing collection %s failed: %s", name, e)
+
     def close(self) -> None:
         """Flush and close every shard (graceful shutdown); the WAL covers a hard stop."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
         with self._lock:
             shards = list(self._shards.items())
             self._shards.clear()
@@ -254,6 +290,25 @@ class EdgeStore:
         if not re.match(COLLECTION_NAME, name):  # the API validates too: never leave data_dir
             raise StoreError(f"invalid collection name {name!r}")
         return self.data_dir / name
+
+    def _flush_every(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            self.flush()
+
+    def _write(self, name: str, fn: Callable[[qe.EdgeShard], T]) -> T:
+        """``fn`` changes the shard: flush it now (``flush_interval_s`` 0) or mark it for the
+        flusher, before the caller acknowledges the write."""
+
+        def run(shard: qe.EdgeShard) -> T:
+            out = fn(shard)
+            if self.flush_interval_s == 0:
+                shard.flush()
+            else:
+                with self._lock:
+                    self.unflushed.add(name)
+            return out
+
+        return self._call(name, run)
 
     def _call(self, name: str, fn: Callable[[qe.EdgeShard], T]) -> T:
         with self._lock:

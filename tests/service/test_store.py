@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +183,30 @@ def test_edge_store_refuses_path_like_names(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="invalid collection name"):
         store.create(CollectionMeta("../evil", META.spaces))
     store.close()
+
+
+def test_edge_store_flush_policy(tmp_path: Path) -> None:
+    """0: every write is flushed before it returns; N > 0: written collections wait for the
+    flusher (what an OS crash could lose is named by ``unflushed``) and close flushes them."""
+    synced = EdgeStore(tmp_path / "a", flush_interval_s=0)
+    fill(synced)
+    assert synced.unflushed == set()
+    synced.close()
+    later = EdgeStore(tmp_path / "b", flush_interval_s=3600)
+    fill(later)
+    assert later.unflushed == {"c"}
+    later.delete_points("c", [1], None)
+    later.flush()
+    assert later.unflushed == set()
+    later.search("c", "clip", unit(1, 0, 0, 0), 1, None)  # reads mark nothing
+    assert later.unflushed == set()
+    later.close()
+    background = EdgeStore(tmp_path / "c", flush_interval_s=0.05)
+    fill(background)
+    deadline = time.monotonic() + 10
+    while background.unflushed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert background.unflushed == set()
+    background.close()
+    with pytest.raises(StoreError, match="flush_interval_s"):
+        EdgeStore(tmp_path / "d", flush_interval_s=-1)
