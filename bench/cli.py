@@ -13,7 +13,7 @@ from polyclip.bench.quality import QualityConfig, run_quality
 from polyclip.bench.report import load_summary, quality_summary, soak_summary, write_report
 from polyclip.bench.soak import SoakConfig, run_soak
 from polyclip.encoders.argtypes import int_list, parse_duration, positive_int, str_list
-from polyclip.encoders.captions import read_parallel
+from polyclip.encoders.captions import read_parallel, texts_sha256
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -149,6 +149,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     )
     texts = read_lines(args.texts) if args.texts else list(CAPTIONS)
     report = asyncio.run(run_load(cfg, texts))
+    report["texts"] = {"file": args.texts, "count": len(texts), "sha256": texts_sha256(texts)}
     _publish(report, args.out, load_summary(report))
     bad = failed_levels(report)
     if bad:

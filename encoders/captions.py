@@ -9,6 +9,7 @@ use an empty caption drops it itself.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,14 @@ def read_captions(path: Path) -> list[str]:
     except (OSError, EOFError, zlib.error) as e:
         raise CaptionsError(f"{path}: unreadable after line {len(captions)} ({e})") from e
     return captions
+
+
+def texts_sha256(texts: Sequence[str]) -> str:
+    """A fingerprint of a list of texts, so two tools can check they measured the same ones."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\n")
+    return digest.hexdigest()[:16]
 
 
 def read_parallel(

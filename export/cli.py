@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
 
 from polyclip.encoders.argtypes import str_list
+from polyclip.encoders.captions import read_captions
 from polyclip.encoders.errors import EncoderError
 from polyclip.encoders.onnx_bundle import RuntimeOptions
-from polyclip.export import report
+from polyclip.encoders.report import write_report
+from polyclip.export import efficiency, report
 from polyclip.export.bundle import ExportOptions, export_bundle
+from polyclip.export.efficiency import MAX_BATCH, EfficiencyConfig, run_efficiency
 from polyclip.export.parity import THRESHOLDS, ValSet, describe
 from polyclip.export.quantize import PRECISIONS, Int8Recipe
 from polyclip.export.speed import BenchConfig, run_bench
@@ -56,6 +60,12 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     )
     g = p.add_argument_group("runtime defaults stored in bundle.json")
     g.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
+    g.add_argument(
+        "--spin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="idle intra-op threads spin (onnxruntime's default) instead of sleeping",
+    )
     g.add_argument("--trt-fp16", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--trt-cache", default="", help="TensorRT engine cache dir (default in bundle)")
     for kind in ("min", "opt", "max"):
@@ -65,7 +75,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
             help=f"TensorRT {kind} shapes of the text tower, e.g. input_ids:1x1,attention_mask:1x1",
         )
     p.set_defaults(func=cmd_export)
-    bench = p.add_subparsers(dest="export_command", metavar="bench").add_parser(
+    subs = p.add_subparsers(dest="export_command", metavar="{bench,efficiency}")
+    bench = subs.add_parser(
         "bench",
         help="teacher vs student × backend: throughput, latency, speed-up and R@1",
         description="Measure the speed table in one run (interleaved passes) and write "
@@ -87,6 +98,20 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--threads", type=int, default=0, help="torch and onnxruntime threads")
     bench.add_argument("--no-gpu", action="store_true", help="CPU rows only")
     bench.set_defaults(func=cmd_bench)
+    eff = subs.add_parser(
+        "efficiency",
+        help="serving efficiency: the bundle's CPU per text in-process vs the server's",
+        description="For each level of a `polyclip bench load` report, encode the same texts "
+        "in-process with the same bundle and its bundle.json runtime settings, at batch "
+        f"min(texts per request × clients, {MAX_BATCH}), and divide its CPU per text by the "
+        "server's. Writes efficiency.json, .md and .png.",
+    )
+    eff.add_argument("--bundle", type=Path, required=True, help="the bundle the server served")
+    eff.add_argument("--load", type=Path, required=True, help="load.json of `polyclip bench load`")
+    eff.add_argument("--texts", type=Path, required=True, help="the file `bench load` sent")
+    eff.add_argument("--min-texts", type=int, default=2000, help="texts per measurement")
+    eff.add_argument("--out", type=Path, required=True, help="report directory")
+    eff.set_defaults(func=cmd_efficiency)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -97,6 +122,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         val = ValSet(args.val_data, args.val_split, tuple(args.val_langs), args.val_limit)
     runtime = RuntimeOptions(
         intra_op_threads=args.threads,
+        allow_spinning=args.spin,
         trt_fp16=args.trt_fp16,
         trt_engine_cache_dir=args.trt_cache,
         trt_profile_min_shapes=args.trt_min_shapes,
@@ -121,6 +147,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     meta = export_bundle(args.model, args.out, opts)
     print(f"{args.out}: {args.precision} bundle, parity passed: {describe(meta['parity'])}")
+    return 0
+
+
+def cmd_efficiency(args: argparse.Namespace) -> int:
+    try:
+        load = json.loads(args.load.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise EncoderError(f"cannot read the load report {args.load}: {e}") from e
+    texts = [t for t in read_captions(args.texts) if t]
+    cfg = EfficiencyConfig(args.bundle, texts, load, min_texts=max(1, args.min_texts))
+    result = run_efficiency(cfg)
+    text = efficiency.markdown(result)
+    write_report(args.out, "efficiency", result, text, {"efficiency": efficiency.plot(result)})
+    print(text, end="")
     return 0
 
 

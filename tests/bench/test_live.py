@@ -21,6 +21,8 @@ import torch
 import yaml
 
 from polyclip.__main__ import main
+from polyclip.bench.data import CAPTIONS
+from polyclip.encoders.captions import texts_sha256
 from polyclip.encoders.sentence import SentenceEncoder
 from tests.live import free_port, wait_ready
 
@@ -128,6 +130,12 @@ def test_load(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
         assert lv["client_cpu_s"] >= 0
     assert report["config"]["api_key"] == "***"  # the key never lands in a report
+    # What was sent, so `polyclip export efficiency` can check it measures the same texts.
+    assert report["texts"] == {
+        "file": None,
+        "count": len(CAPTIONS),
+        "sha256": texts_sha256(CAPTIONS),
+    }
     md = (tmp_path / "load.md").read_text("utf-8")
     assert md.count("\n| 8 | 4 | 12 | 12 |") == 1
     assert (tmp_path / "load.png").read_bytes()[:4] == b"\x89PNG"
