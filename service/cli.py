@@ -11,6 +11,7 @@ import uvicorn
 
 from polyclip.encoders.argtypes import positive_int, str_list
 from polyclip.service.config import CONFIG_ENV, ConfigError, config_path, load_settings
+from polyclip.service.store import QUANTIZATIONS
 
 GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long to finish after SIGTERM; the pod's
 # terminationGracePeriodSeconds (deploy/k8s) must be longer, or the final flush is killed
@@ -42,6 +43,12 @@ def add_index_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--payload-fields", type=str_list, default=[], metavar="A,B")
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="i/n")
     p.add_argument("--batch", type=positive_int, default=256)
+    p.add_argument(
+        "--quantization",
+        choices=QUANTIZATIONS,
+        default="none",
+        help="when the collection is created: Qdrant's int8 or binary quantisation",
+    )
     target = p.add_mutually_exclusive_group()
     target.add_argument("--data-dir", type=Path, help="the embedded store (default from config)")
     target.add_argument("--qdrant-url", help="a Qdrant server")
@@ -61,6 +68,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         text_field=args.text_field, id_field=args.id_field, payload_fields=args.payload_fields,
         shard=args.shard, batch=args.batch, config=args.config, data_dir=args.data_dir,
         qdrant_url=args.qdrant_url, device=args.device, state_dir=args.state_dir,
+        quantization=args.quantization,
     )  # fmt: skip
     print(json.dumps(asyncio.run(run_index(job))))
     return 0

@@ -36,6 +36,7 @@ from polyclip.service.store import (
     Hit,
     PointId,
     PointRecord,
+    QuantizedSearch,
     SpaceIndex,
     Store,
     StoreError,
@@ -73,6 +74,7 @@ class CollectionInfo:
     meta: CollectionMeta
     store: str
     points_count: int
+    indexed_vectors_count: int
 
 
 @dataclass(frozen=True)
@@ -219,8 +221,11 @@ class Collections:
         return [(idx, model)]
 
     # ---- collections -----------------------------------------------------------------------
-    async def create(self, name: str, refs: list[str]) -> CollectionInfo:
-        """A collection indexed in the space of each model of ``refs`` (one vector per space)."""
+    async def create(
+        self, name: str, refs: list[str], quantization: str = "none"
+    ) -> CollectionInfo:
+        """A collection indexed in the space of each model of ``refs`` (one vector per space),
+        its vectors quantised by the store as ``quantization`` says."""
         spaces: list[SpaceIndex] = []
         for i, ref in enumerate(refs):
             field = "model" if len(refs) == 1 else f"model[{i}]"
@@ -236,7 +241,7 @@ class Collections:
             spaces.append(SpaceIndex(m.space, vector_name(m.space), m.dimension, ref))
         if len({s.vector for s in spaces}) != len(spaces):
             raise BadInput("duplicate_space", "two space ids map to one vector name", field="model")
-        meta = CollectionMeta(name, tuple(spaces))
+        meta = CollectionMeta(name, tuple(spaces), quantization=quantization)
         async with self._lifecycle:
             limit = self.svc.limits.max_collections
             if name not in await self.names() and len(await self.names()) >= limit:
@@ -253,7 +258,8 @@ class Collections:
     async def describe(self, name: str) -> CollectionInfo:
         async def count(meta: CollectionMeta) -> CollectionInfo:
             n = await self._call("count", self.store.count, name)
-            return CollectionInfo(meta, self.kind, n)
+            indexed = await self._call("indexed", self.store.indexed, name)
+            return CollectionInfo(meta, self.kind, n, indexed)
 
         return await self._with_meta(name, count)
 
@@ -334,6 +340,7 @@ class Collections:
         flt: FilterSpec | None = None,
         lang: str | None = None,
         shadow: str | None = None,
+        quantized: QuantizedSearch | None = None,
     ) -> SearchResult:
         """Search with the query model; with ``shadow``, also with another model, and compare."""
         flt = with_lang(flt, lang)
@@ -355,7 +362,9 @@ class Collections:
             served = self.svc.registry.resolve(ref, field=field)
             idx = self.space_index(meta, served, ref, field)
             vec = await query(served)
-            hits = await self._call("search", self.store.search, name, idx.vector, vec, limit, flt)
+            hits = await self._call(
+                "search", self.store.search, name, idx.vector, vec, limit, flt, quantized
+            )
             return idx, hits
 
         async def run(meta: CollectionMeta) -> SearchResult:

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # Embedded store: flush written collections to disk every N s (0: inside every write).
     # A killed process loses nothing either way; an OS crash loses at most ~N s of writes.
     flush_interval_s: float = Field(1.0, ge=0)
+    # Embedded store: segments smaller than this (KB of vectors) are searched exactly, not
+    # indexed or quantised; None: Qdrant's default (10,000 KB, ~3,300 768-d vectors).
+    indexing_threshold_kb: int | None = Field(None, ge=1)
     qdrant_url: str | None = Field(
         None, validation_alias=AliasChoices("qdrant_url", "polyclip_qdrant_url")
     )  # set it (or QDRANT_URL) to use a Qdrant server instead; ":memory:" for tests

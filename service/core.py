@@ -62,7 +62,7 @@ def open_store(settings: Settings) -> Store:
         return ServerStore(settings.qdrant_url, key)
     if settings.qdrant_path:
         return ServerStore(path=settings.qdrant_path)
-    return EdgeStore(settings.data_dir, settings.flush_interval_s)
+    return EdgeStore(settings.data_dir, settings.flush_interval_s, settings.indexing_threshold_kb)
 
 
 def load_models(configs: dict[str, ModelConfig], metrics: Metrics) -> dict[str, ServedModel]:

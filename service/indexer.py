@@ -56,6 +56,7 @@ class IndexJob:
     qdrant_url: str | None = None
     device: str = "cpu"
     state_dir: Path = Path("artifacts/index-state")
+    quantization: str = "none"  # when the collection is created here
 
 
 def point_id(collection: str, text: str, given: Any = None) -> int | str:
@@ -148,7 +149,7 @@ async def run_index(job: IndexJob) -> dict[str, Any]:
         raise IndexingError(str(e)) from e
     try:
         if job.collection not in await svc.collections.names():
-            await svc.collections.create(job.collection, [model])
+            await svc.collections.create(job.collection, [model], job.quantization)
         seen = upserted = 0
         batch: list[PointInput] = []
         state.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from polyclip.service.schemas import (
     UpsertResponse,
 )
 from polyclip.service.security import bearer
-from polyclip.service.store import COLLECTION_NAME, Hit
+from polyclip.service.store import COLLECTION_NAME, Hit, QuantizedSearch
 
 router = APIRouter(prefix="/collections", dependencies=[Depends(bearer)], tags=["collections"])
 Name = Annotated[str, Path(pattern=COLLECTION_NAME)]
@@ -35,8 +35,10 @@ def _collection(info: CollectionInfo) -> CollectionOut:
     return CollectionOut(
         name=meta.name,
         store=info.store,
+        quantization=meta.quantization,  # type: ignore[arg-type]
         spaces=[SpaceOut(**vars(s)) for s in meta.spaces],
         points_count=info.points_count,
+        indexed_vectors_count=info.indexed_vectors_count,
         created=meta.created,
     )
 
@@ -49,7 +51,7 @@ def _hits(hits: list[Hit]) -> list[HitOut]:
 async def create_collection(body: CreateCollectionRequest, svc: Svc) -> CollectionOut:
     """A collection indexed in the space of each given model (one named vector per space)."""
     refs = body.model if isinstance(body.model, list) else [body.model]
-    return _collection(await svc.collections.create(body.name, refs))
+    return _collection(await svc.collections.create(body.name, refs, body.quantization))
 
 
 @router.get("", response_model=CollectionList)
@@ -101,6 +103,9 @@ async def search(name: Name, body: SearchRequest, svc: Svc) -> SearchResponse:
         flt=body.filter,
         lang=body.lang,
         shadow=body.shadow,
+        quantized=None
+        if body.quantization is None
+        else QuantizedSearch(**body.quantization.model_dump()),
     )
     shadow = None
     if found.shadow is not None:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, m
 
 from polyclip.encoders.embedding_types import EmbeddingType
 from polyclip.service.filters import FilterSpec, check_filter_size
-from polyclip.service.store import COLLECTION_NAME
+from polyclip.service.store import COLLECTION_NAME, Quantization
 from polyclip.service.validation import SafeStr
 
 Prefix = Literal["query", "passage"]
@@ -117,6 +117,11 @@ class CreateCollectionRequest(_In):
     model: ModelRef | Annotated[list[ModelRef], Field(min_length=1, max_length=8)] = Field(
         description="the index model; a list indexes every point in each model's space"
     )
+    quantization: Quantization = Field(
+        "none",
+        description="Qdrant's quantisation of the vectors: int8 (4x less RAM) or binary (32x); "
+        "the float vectors stay on disk for rescoring",
+    )
 
 
 class SpaceOut(BaseModel):
@@ -129,8 +134,10 @@ class SpaceOut(BaseModel):
 class CollectionOut(BaseModel):
     name: str
     store: str
+    quantization: Quantization
     spaces: list[SpaceOut]
     points_count: int
+    indexed_vectors_count: int  # in indexed (and quantised) segments; the rest: exact search
     created: str
 
 
@@ -192,6 +199,16 @@ class QueryIn(_In):
         return self
 
 
+class QuantizationIn(_In):
+    """How to search a quantised collection (ignored by others)."""
+
+    rescore: bool = Field(True, description="re-score the candidates with the float vectors")
+    oversampling: float | None = Field(
+        None, ge=1.0, le=16.0, description="fetch oversampling × limit candidates first"
+    )
+    ignore: bool = Field(False, description="search the float vectors only")
+
+
 class SearchRequest(_In):
     query: QueryIn
     model: ModelRef | None = None  # default: the collection's first index model
@@ -201,6 +218,7 @@ class SearchRequest(_In):
     shadow: ModelRef | None = Field(
         None, description="also search with this model and report overlap@k with it"
     )
+    quantization: QuantizationIn | None = None
 
     bounded_filter = field_validator("filter", mode="before")(check_filter_size)
 

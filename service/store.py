@@ -13,12 +13,16 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from polyclip.service.filters import FilterSpec
 
 PointId = int | str
+# Qdrant's own quantisation of a collection's vectors: int8 scalar (4x smaller, ~lossless with
+# rescoring) or binary (32x, needs oversampling and rescoring); originals stay on disk for it.
+Quantization = Literal["none", "int8", "binary"]
+QUANTIZATIONS: tuple[str, ...] = ("none", "int8", "binary")
 COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # also a directory name: no dots, no /
 _VECTOR_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -68,6 +72,7 @@ class CollectionMeta:
     name: str
     spaces: tuple[SpaceIndex, ...]
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    quantization: str = "none"  # one of QUANTIZATIONS, for every vector of the collection
 
     def space(self, space: str) -> SpaceIndex | None:
         return next((s for s in self.spaces if s.space == space), None)
@@ -78,7 +83,24 @@ class CollectionMeta:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CollectionMeta:
         spaces = tuple(SpaceIndex(**s) for s in data["spaces"])
-        return cls(name=data["name"], spaces=spaces, created=data.get("created", ""))
+        return cls(
+            name=data["name"],
+            spaces=spaces,
+            created=data.get("created", ""),
+            quantization=data.get("quantization", "none"),
+        )
+
+
+@dataclass(frozen=True)
+class QuantizedSearch:
+    """How a search uses a quantised collection (Qdrant's ``QuantizationSearchParams``):
+    ``oversampling`` × limit candidates by the quantised vectors, re-scored with the originals
+    when ``rescore``; ``ignore`` searches the originals only. Without rescoring, scores are the
+    quantised similarity (for binary: a count of agreeing bits), not a cosine."""
+
+    rescore: bool = True
+    oversampling: float | None = None
+    ignore: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,8 @@ class Store(Protocol):
 
     def count(self, name: str) -> int: ...
 
+    def indexed(self, name: str) -> int: ...  # vectors in indexed (and quantised) segments
+
     def drop(self, name: str) -> None: ...
 
     def upsert(self, name: str, points: list[PointRecord]) -> None: ...
@@ -120,7 +144,13 @@ class Store(Protocol):
     ) -> int: ...
 
     def search(
-        self, name: str, vector: str, query: list[float], limit: int, flt: FilterSpec | None
+        self,
+        name: str,
+        vector: str,
+        query: list[float],
+        limit: int,
+        flt: FilterSpec | None,
+        quantized: QuantizedSearch | None = None,
     ) -> list[Hit]: ...
 
     def close(self) -> None: ...

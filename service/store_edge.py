@@ -15,6 +15,12 @@ background thread flushes the collections written since the last flush every tha
 0 flushes inside every write before it is acknowledged (nothing acknowledged is lost, at the
 cost of a synchronous flush per request). :attr:`EdgeStore.unflushed` names what is at risk.
 
+Indexing: Qdrant Edge runs no optimizer by itself, so the same background thread runs the
+shard's optimizers on a collection once it has been written and then left alone for
+``OPTIMIZE_IDLE_S``: segments are merged, HNSW-indexed and quantised (a collection created with
+``int8`` or ``binary`` keeps its float vectors on disk and the quantised ones in RAM). Until
+then new points are searched exactly. A drop waits for a running optimisation of any collection.
+
 A collection that fails to open at start (a corrupt file, a WAL another process holds) is
 quarantined: reported by :attr:`EdgeStore.quarantined` (and so on ``/ready`` and in a metric)
 while every other collection serves. Engine errors become :class:`StoreRefused` where the
@@ -31,6 +37,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +55,7 @@ from polyclip.service.store import (
     Hit,
     PointId,
     PointRecord,
+    QuantizedSearch,
     StoreError,
     StoreRefused,
     normalize_id,
@@ -57,6 +65,7 @@ log = logging.getLogger(__name__)
 META_FILE = "collection.json"
 LOCK_FILE = ".lock"
 MARKER = ".polyclip"  # written first into every collection directory this store creates
+OPTIMIZE_IDLE_S = 5.0  # a collection written to is optimised once it has been idle this long
 T = TypeVar("T")
 _REFUSED = (ValueError, TypeError, OverflowError)  # the engine's "bad argument" errors
 
@@ -66,6 +75,15 @@ def _engine_error(name: str, e: BaseException) -> StoreError:
     if isinstance(e, _REFUSED):
         return StoreRefused(f"collection {name!r}: {e}")
     return StoreError(f"collection {name!r}: {type(e).__name__}: {e}")
+
+
+def _edge_quantization(kind: str) -> Any:
+    """Qdrant's quantisation config for a collection's vectors; the quantised ones stay in RAM."""
+    if kind == "int8":
+        return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+    if kind == "binary":
+        return qe.BinaryQuantizationConfig(always_ram=True)
+    return None
 
 
 def _is_panic(e: BaseException) -> bool:
@@ -97,11 +115,20 @@ class EdgeStore:
 
     kind = "edge"
 
-    def __init__(self, data_dir: str | Path, flush_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        flush_interval_s: float = 1.0,
+        indexing_threshold_kb: int | None = None,
+    ) -> None:
+        """``indexing_threshold_kb``: vectors per segment (in KB) below which it is searched
+        exactly rather than indexed and quantised; None keeps Qdrant's default (10,000 KB,
+        about 3,300 768-d vectors)."""
         if flush_interval_s < 0:
             raise StoreError(f"flush_interval_s must be >= 0, got {flush_interval_s}")
         self.data_dir = Path(data_dir)
         self.flush_interval_s = flush_interval_s
+        self.indexing_threshold_kb = indexing_threshold_kb
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -112,17 +139,17 @@ class EdgeStore:
         self._meta: dict[str, CollectionMeta] = {}
         self.quarantined: dict[str, str] = {}
         self.unflushed: set[str] = set()  # written since their last flush (under _lock)
+        self._written: dict[str, float] = {}  # not optimised since this write (monotonic s)
+        self._optimizing = threading.Lock()  # one optimisation at a time; drop waits for it
         self._stop = threading.Event()
         for trash in self.data_dir.glob(".trash-*"):  # drops a crash interrupted
             shutil.rmtree(trash, ignore_errors=True)
         for meta_file in sorted(self.data_dir.glob(f"*/{META_FILE}")):
             self._open(meta_file.parent)
-        self._flusher: threading.Thread | None = None
-        if flush_interval_s > 0:
-            self._flusher = threading.Thread(
-                target=self._flush_every, name="polyclip-store-flush", daemon=True
-            )
-            self._flusher.start()
+        self._worker = threading.Thread(
+            target=self._maintain, name="polyclip-store-maintenance", daemon=True
+        )
+        self._worker.start()
 
     def _open(self, cdir: Path) -> None:
         """Open one collection, or quarantine it with the reason; never stop the others."""
@@ -167,14 +194,24 @@ class EdgeStore:
                         "this store left half-created; it is not touched"
                     )
                 shutil.rmtree(cdir)  # leftovers of a crash half-way through a create
+            quantized = _edge_quantization(meta.quantization)
             vectors = {
-                s.vector: qe.EdgeVectorParams(size=s.dimension, distance=qe.Distance.Cosine)
+                s.vector: qe.EdgeVectorParams(
+                    size=s.dimension,
+                    distance=qe.Distance.Cosine,
+                    on_disk=True if quantized is not None else None,  # originals, for rescoring
+                    quantization_config=quantized,
+                )
                 for s in meta.spaces
             }
+            optimizers = None
+            if self.indexing_threshold_kb is not None:
+                optimizers = qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
             try:
                 cdir.mkdir()
                 (cdir / MARKER).write_text("polyclip collection\n", encoding="utf-8")
-                shard = qe.EdgeShard.create(str(cdir / "shard"), qe.EdgeConfig(vectors=vectors))
+                config = qe.EdgeConfig(vectors=vectors, optimizers=optimizers)
+                shard = qe.EdgeShard.create(str(cdir / "shard"), config)
                 tmp = cdir / (META_FILE + ".tmp")
                 tmp.write_text(json.dumps(meta.to_json(), indent=2), encoding="utf-8")
                 tmp.replace(cdir / META_FILE)
@@ -203,10 +240,14 @@ class EdgeStore:
     def count(self, name: str) -> int:
         return self._call(name, lambda s: s.count(qe.CountRequest(exact=True)))
 
+    def indexed(self, name: str) -> int:
+        return int(self._call(name, lambda s: s.info().indexed_vectors_count))
+
     def drop(self, name: str) -> None:
         """Close, move aside and delete; a quarantined collection can be dropped too."""
         cdir = self._dir(name)
-        with self._lock:
+        with self._optimizing, self._lock:
+            self._written.pop(name, None)
             shard = self._shards.pop(name, None)
             self._meta.pop(name, None)
             quarantined = self.quarantined.pop(name, None)
@@ -240,14 +281,30 @@ class EdgeStore:
         return self._write(name, run)
 
     def search(
-        self, name: str, vector: str, query: list[float], limit: int, flt: FilterSpec | None
+        self,
+        name: str,
+        vector: str,
+        query: list[float],
+        limit: int,
+        flt: FilterSpec | None,
+        quantized: QuantizedSearch | None = None,
     ) -> list[Hit]:
+        params = None
+        if quantized is not None:
+            q = qe.QuantizationSearchParams(
+                ignore=quantized.ignore,
+                rescore=quantized.rescore,
+                oversampling=quantized.oversampling,
+            )
+            params = qe.SearchParams(quantization=q)
+
         def run(shard: qe.EdgeShard) -> list[Any]:
             request = qe.QueryRequest(
                 limit=limit,
                 query=qe.Query.Nearest(query, using=vector),
                 filter=to_edge(flt) if flt is not None else None,
                 with_payload=True,
+                params=params,
             )
             return shard.query(request)
 
@@ -268,11 +325,17 @@ class EdgeStore:
                     self.unflushed.add(name)  # try again next time
                 log.error("flushing collection %s failed: %s", name, e)
 
+    def optimize(self, name: str) -> bool:
+        """Run the collection's optimizers now (merge, index, quantise); True if any ran."""
+        with self._optimizing:
+            with self._lock:
+                self._written.pop(name, None)
+            return bool(self._call(name, lambda s: s.optimize()))
+
     def close(self) -> None:
         """Flush and close every shard (graceful shutdown); the WAL covers a hard stop."""
         self._stop.set()
-        if self._flusher is not None:
-            self._flusher.join()
+        self._worker.join()  # after the optimisation it may be running
         with self._lock:
             shards = list(self._shards.items())
             self._shards.clear()
@@ -291,9 +354,23 @@ class EdgeStore:
             raise StoreError(f"invalid collection name {name!r}")
         return self.data_dir / name
 
-    def _flush_every(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
-            self.flush()
+    def _maintain(self) -> None:
+        """Flush every ``flush_interval_s`` (when > 0); optimise collections left idle."""
+        while not self._stop.wait(self.flush_interval_s or 1.0):
+            if self.flush_interval_s:
+                self.flush()
+            now = time.monotonic()
+            with self._lock:
+                idle = [n for n, t in self._written.items() if now - t >= OPTIMIZE_IDLE_S]
+            for name in idle:
+                if self._stop.is_set():
+                    return
+                try:
+                    self.optimize(name)
+                except CollectionNotFound:
+                    pass
+                except StoreError as e:
+                    log.error("optimising collection %s failed: %s", name, e)
 
     def _write(self, name: str, fn: Callable[[qe.EdgeShard], T]) -> T:
         """``fn`` changes the shard: flush it now (``flush_interval_s`` 0) or mark it for the
@@ -303,9 +380,10 @@ class EdgeStore:
             out = fn(shard)
             if self.flush_interval_s == 0:
                 shard.flush()
-            else:
-                with self._lock:
+            with self._lock:
+                if self.flush_interval_s:
                     self.unflushed.add(name)
+                self._written[name] = time.monotonic()
             return out
 
         return self._call(name, run)

@@ -28,6 +28,7 @@ from polyclip.service.store import (
     Hit,
     PointId,
     PointRecord,
+    QuantizedSearch,
     StoreError,
     StoreRefused,
     normalize_id,
@@ -80,12 +81,20 @@ class ServerStore:
         def run() -> None:
             if self.client.collection_exists(meta.name):
                 raise CollectionExists(f"collection {meta.name!r} already exists")
+            quantized = _client_quantization(meta.quantization)
             vectors = {
-                s.vector: qm.VectorParams(size=s.dimension, distance=qm.Distance.COSINE)
+                s.vector: qm.VectorParams(
+                    size=s.dimension,
+                    distance=qm.Distance.COSINE,
+                    on_disk=True if quantized is not None else None,
+                )
                 for s in meta.spaces
             }
             self.client.create_collection(
-                meta.name, vectors_config=vectors, metadata={META_KEY: meta.to_json()}
+                meta.name,
+                vectors_config=vectors,
+                quantization_config=quantized,
+                metadata={META_KEY: meta.to_json()},
             )
 
         self._do("create a collection", run)
@@ -107,6 +116,10 @@ class ServerStore:
 
     def count(self, name: str) -> int:
         return self._do("count points", lambda: self.client.count(name, exact=True).count, name)
+
+    def indexed(self, name: str) -> int:
+        info = self._do("read a collection", lambda: self.client.get_collection(name), name)
+        return info.indexed_vectors_count or 0
 
     def drop(self, name: str) -> None:
         if not self._do("delete a collection", lambda: self.client.delete_collection(name)):
@@ -132,8 +145,22 @@ class ServerStore:
         return self._do("delete points", run, name)
 
     def search(
-        self, name: str, vector: str, query: list[float], limit: int, flt: FilterSpec | None
+        self,
+        name: str,
+        vector: str,
+        query: list[float],
+        limit: int,
+        flt: FilterSpec | None,
+        quantized: QuantizedSearch | None = None,
     ) -> list[Hit]:
+        params = None
+        if quantized is not None:
+            q = qm.QuantizationSearchParams(
+                ignore=quantized.ignore,
+                rescore=quantized.rescore,
+                oversampling=quantized.oversampling,
+            )
+            params = qm.SearchParams(quantization=q)
         result = self._do(
             "search",
             lambda: self.client.query_points(
@@ -142,6 +169,7 @@ class ServerStore:
                 using=vector,
                 limit=limit,
                 query_filter=to_client(flt) if flt is not None else None,
+                search_params=params,
                 with_payload=True,
             ),
             name,
@@ -153,6 +181,18 @@ class ServerStore:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a dead connection is not an error
             self.client.close()
+
+
+def _client_quantization(kind: str) -> Any:
+    """The server's quantisation config (qdrant-client's local engine accepts and ignores it)."""
+    if kind == "int8":
+        config = qm.ScalarQuantizationConfig(
+            type=qm.ScalarType.INT8, quantile=0.99, always_ram=True
+        )
+        return qm.ScalarQuantization(scalar=config)
+    if kind == "binary":
+        return qm.BinaryQuantization(binary=qm.BinaryQuantizationConfig(always_ram=True))
+    return None
 
 
 def _missing(e: Exception) -> bool:

@@ -69,6 +69,22 @@ def test_create_get_list_delete(api: TestClient, clip_space: str) -> None:
         assert r.status_code == 404 and r.json()["error"]["code"] == "collection_not_found"
 
 
+def test_quantized_collections_through_the_api(api: TestClient) -> None:
+    r = api.post("/collections", json={"name": "q8", "model": "teacher", "quantization": "int8"})
+    assert r.status_code == 201 and r.json()["quantization"] == "int8"
+    assert api.get("/collections/q8").json()["indexed_vectors_count"] == 0
+    assert api.post("/collections/q8/points", json={"items": DOCS}).status_code == 200
+    body = {"query": {"text": DOCS[0]["text"]}, "quantization": {"oversampling": 2.0}}
+    found = api.post("/collections/q8/search", json=body).json()
+    assert found["results"][0]["id"] == 1 and found["results"][0]["score"] == pytest.approx(1.0)
+    bad = api.post("/collections", json={"name": "q4", "model": "teacher", "quantization": "fp4"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "quantization"
+    over = {"query": {"text": "a"}, "quantization": {"oversampling": 100}}
+    r = api.post("/collections/q8/search", json=over)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "quantization.oversampling"
+    assert api.get("/collections/docs").status_code == 404  # nothing else was created
+
+
 def test_upsert_returns_ids_and_search_finds_the_exact_text(api: TestClient) -> None:
     assert api.post("/collections", json={"name": "docs", "model": "teacher"}).status_code == 201
     r = api.post("/collections/docs/points", json={"items": [*DOCS, {"text": "no id given"}]})
@@ -257,7 +273,7 @@ def test_a_server_search_is_one_qdrant_call_and_survives_other_replicas(
         assert calls == ["query_points", "query_points"]
         calls.clear()
         api.get("/collections/docs")
-        assert calls == ["count"]
+        assert calls == ["count", "get_collection"]  # exact count, then the indexed share
         # Another replica drops the collection and re-creates it with another vector name.
         store.drop("docs")
         space = SpaceIndex(clip_space, "renamed", 16, "teacher")

@@ -78,6 +78,8 @@ def test_long_texts_are_truncated_and_said_so(client: TestClient) -> None:
         "code": "text_too_long",
         "message": r.json()["error"]["message"],
         "field": "texts[0]",
+        "param": "texts[0]",  # OpenAI's name for the field
+        "type": "invalid_request_error",
         "request_id": r.headers["x-request-id"],
     }
 

@@ -244,7 +244,8 @@ def test_image_urls_are_off_by_default_and_private_hosts_refused(
         "/embed/image", json={"model": "teacher", "images": ["http://example.com/a.png"]}
     )
     err(r, 422, "image_urls_disabled", "images[0]")
-    settings = make_settings(limits=Limits(allow_image_urls=True))
+    # A second app beside the first: its own store (one process holds an embedded store).
+    settings = make_settings(limits=Limits(allow_image_urls=True), qdrant_url=":memory:")
     with local_client(create_app(settings)) as c:
         for url in (
             "http://127.0.0.1:9/a.png",

@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from polyclip.service import store_edge
 from polyclip.service.filters import FilterSpec, with_lang
 from polyclip.service.store import (
     CollectionExists,
     CollectionMeta,
     CollectionNotFound,
     PointRecord,
+    QuantizedSearch,
     SpaceIndex,
     Store,
     StoreError,
@@ -210,3 +212,95 @@ def test_edge_store_flush_policy(tmp_path: Path) -> None:
     background.close()
     with pytest.raises(StoreError, match="flush_interval_s"):
         EdgeStore(tmp_path / "d", flush_interval_s=-1)
+
+
+def random_points(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def quantized_collection(store: Store, kind: str, x: np.ndarray) -> None:
+    store.create(CollectionMeta(kind, (SpaceIndex("s", "v", x.shape[1], "m"),), quantization=kind))
+    store.upsert(kind, [PointRecord(i, {"v": row.tolist()}, {}) for i, row in enumerate(x)])
+
+
+@pytest.mark.parametrize("kind", ["int8", "binary"])
+def test_quantized_collections_are_indexed_and_rescored(tmp_path: Path, kind: str) -> None:
+    """Qdrant's own quantisation on the embedded store: built when the collection is optimised;
+    without rescoring the scores are the quantised similarity, with it exact cosines."""
+    x = random_points(1200, 32)
+    store = EdgeStore(tmp_path / "q", indexing_threshold_kb=1)
+    quantized_collection(store, kind, x)
+    assert store.indexed(kind) == 0  # searched exactly until optimised
+    assert store.optimize(kind) and store.indexed(kind) == len(x)
+    query = x[0].tolist()
+    exact = store.search(kind, "v", query, 10, None, QuantizedSearch(ignore=True))
+    cosine = {h.id: float(x[h.id] @ x[0]) for h in exact}
+    assert exact[0].id == 0 and all(h.score == pytest.approx(cosine[h.id], abs=1e-5) for h in exact)
+    raw = store.search(kind, "v", query, 10, None, QuantizedSearch(rescore=False))
+    rescored = store.search(kind, "v", query, 10, None, QuantizedSearch(oversampling=4.0))
+    assert all(h.score == pytest.approx(float(x[h.id] @ x[0]), abs=1e-5) for h in rescored)
+    if kind == "binary":
+        assert raw[0].score > 1.5  # agreeing bits of 32, not a cosine
+    else:
+        assert max(abs(h.score - float(x[h.id] @ x[0])) for h in raw) > 1e-4  # int8 scores
+    store.close()
+    again = EdgeStore(tmp_path / "q")
+    assert again.get(kind).quantization == kind and again.indexed(kind) == len(x)
+    again.close()
+
+
+def test_written_collections_are_optimised_once_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_edge, "OPTIMIZE_IDLE_S", 0.0)
+    store = EdgeStore(tmp_path / "q", flush_interval_s=0.05, indexing_threshold_kb=1)
+    x = random_points(1200, 32)
+    quantized_collection(store, "int8", x)
+    deadline = time.monotonic() + 30
+    while store.indexed("int8") < len(x) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.indexed("int8") == len(x)
+    store.drop("int8")  # waits for any optimisation, then removes
+    assert store.names() == []
+    store.close()
+
+
+def test_server_requests_carry_the_quantisation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """qdrant-client's local engine ignores quantisation, so the calls it is handed are
+    checked as the server would get them: valid REST bodies with the right configs."""
+    from qdrant_client import models as qm
+
+    store = ServerStore(":memory:")
+    seen: dict[str, dict] = {}
+    for method in ("create_collection", "query_points"):
+        real = getattr(store.client, method)
+
+        def spy(*args, _real=real, _name=method, **kwargs):  # type: ignore[no-untyped-def]
+            seen[_name] = kwargs
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(store.client, method, spy)
+    x = random_points(20, 8)
+    quantized_collection(store, "int8", x)
+    assert store.get("int8").quantization == "int8"  # in the collection's metadata
+    body = qm.CreateCollection(
+        vectors=seen["create_collection"]["vectors_config"],
+        quantization_config=seen["create_collection"]["quantization_config"],
+    ).model_dump(mode="json", exclude_none=True)
+    assert body["quantization_config"] == {
+        "scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}
+    }
+    assert body["vectors"]["v"]["on_disk"] is True  # the originals, for rescoring
+    hits = store.search("int8", "v", x[3].tolist(), 3, None, QuantizedSearch(oversampling=2.0))
+    assert hits[0].id == 3
+    params = qm.SearchParams.model_validate(seen["query_points"]["search_params"])
+    assert params.quantization == qm.QuantizationSearchParams(rescore=True, oversampling=2.0)
+    binary = ServerStore(":memory:")
+    monkeypatch.setattr(binary.client, "create_collection", lambda *a, **k: seen.update(b=k))
+    monkeypatch.setattr(binary.client, "collection_exists", lambda name: False)
+    binary.create(CollectionMeta("b", (SpaceIndex("s", "v", 8, "m"),), quantization="binary"))
+    assert seen["b"]["quantization_config"] == qm.BinaryQuantization(
+        binary=qm.BinaryQuantizationConfig(always_ram=True)
+    )
+    store.close()

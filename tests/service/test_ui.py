@@ -61,7 +61,7 @@ def test_search_side_by_side_errors_and_payloads_as_text(
         assert page.url == f"{base}/ui"
         csp = response.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "default-src 'none'" in csp
-        page.wait_for_function("document.querySelectorAll('#right option').length > 1")
+        page.wait_for_selector("#right option:nth-child(2)", state="attached")
         assert page.input_value("#left") == "teacher" and page.input_value("#right") == "student"
         page.fill("#query", "a dog runs")
         page.press("#query", "Enter")  # the keyboard is enough
@@ -103,7 +103,7 @@ def test_the_page_asks_for_the_key_and_keeps_it_in_the_tab(
         page.click("#key-button")
         page.fill("#key-input", "s3cret")
         page.press("#key-input", "Enter")
-        page.wait_for_function("document.querySelectorAll('#right option').length > 1")
+        page.wait_for_selector("#right option:nth-child(2)", state="attached")
         page.fill("#query", "a red cat")
         page.click("#go")
         page.wait_for_selector("#side-left .hits li")
