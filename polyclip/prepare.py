@@ -31,11 +31,15 @@ from tqdm.auto import tqdm
 
 from polyclip.encoders.argtypes import str_list
 from polyclip.encoders.captions import read_parallel
-from polyclip.encoders.embedding_types import CALIBRATION_TEXTS, write_calibration
+from polyclip.encoders.embedding_types import (
+    CALIBRATION_TEXTS,
+    read_calibration,
+    write_calibration,
+)
 from polyclip.encoders.errors import EncoderError
 from polyclip.encoders.hub import resolve_model_dir
 from polyclip.encoders.probes import PARITY_TEXTS
-from polyclip.encoders.space import read_card, record_space, space_of
+from polyclip.encoders.space import read_card, record_space, same_space, space_of
 
 E5, MPNET, MINILM = "multilingual-e5-small", "all-mpnet-base-v2", "all-MiniLM-L6-v2"
 MODELS = (MPNET, MINILM, E5)
@@ -446,10 +450,13 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         help="store int8/uint8 calibration ranges with a model (calibration.npy)",
         description="Embed a fixed, seeded sample of training captions (English and each of "
         "--langs) and store the embeddings with the model: the per-dimension ranges that the "
-        "int8 and uint8 output types quantise with.",
+        "int8 and uint8 output types quantise with. With --like, a student takes the ranges of "
+        "a model in its space (its teacher), so its int8 queries use the codes of an int8 index "
+        "that model built.",
     )
     cal.add_argument("path", type=Path, metavar="DIR")
-    cal.add_argument("--data", type=Path, required=True, metavar="DIR", help="Multi30k layout")
+    cal.add_argument("--data", type=Path, metavar="DIR", help="Multi30k layout")
+    cal.add_argument("--like", type=Path, metavar="DIR", help="copy this model's ranges")
     cal.add_argument("--split", default="train")
     cal.add_argument("--langs", type=str_list, default=["de", "fr", "cs"])
     cal.add_argument("--texts", type=int, default=CALIBRATION_TEXTS, metavar="N")
@@ -487,6 +494,20 @@ def cmd_models_calibrate(args: argparse.Namespace) -> int:
     from polyclip.encoders.load import load_text_encoder  # torch: only when calibrating
 
     path = resolve_model_dir(args.path)
+    if args.like is not None:
+        like = resolve_model_dir(args.like)
+        rows = read_calibration(like)
+        if rows is None:
+            raise EncoderError(f"{like} has no calibration to copy; calibrate it first")
+        if not same_space(space_of(path), space_of(like)):
+            raise EncoderError(
+                f"{path} ({space_of(path)}) and {like} ({space_of(like)}) are not one embedding "
+                "space: their int8 codes would not be comparable"
+            )
+        print(f"{write_calibration(path, rows)}: the ranges of {like}")
+        return 0
+    if args.data is None:
+        raise EncoderError("calibrate needs --data (training captions) or --like MODEL")
     texts = calibration_texts(args.data, args.split, args.langs, args.texts)
     rows = load_text_encoder(path).encode(texts, prefix="passage")
     print(f"{write_calibration(path, rows)}: {len(rows)} embeddings of {args.split} captions")

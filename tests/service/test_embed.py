@@ -185,7 +185,7 @@ def test_output_embedding_types(client: TestClient) -> None:
 
 
 def test_calibrated_int8_and_uint8(make_settings: Callable[..., Settings], clip_dir: Path,
-                                   tmp_path: Path) -> None:  # fmt: skip
+                                   tmp_path: Path, model_dirs: dict) -> None:  # fmt: skip
     from sentence_transformers.util.quantization import quantize_embeddings
 
     from polyclip.__main__ import main
@@ -209,3 +209,11 @@ def test_calibrated_int8_and_uint8(make_settings: Callable[..., Settings], clip_
                 floats, precision=kind, calibration_embeddings=calibration.astype(np.float32)
             )
             assert np.array_equal(np.array(r.json()["embeddings"]), want)  # fmt: skip
+    # A student takes its teacher's ranges (int8 codes comparable with the teacher's index);
+    # a model of another space may not.
+    student = shutil.copytree(model_dirs["student-tiny"], tmp_path / "student")
+    assert main(["models", "calibrate", str(student), "--like", str(model)]) == 0
+    assert np.array_equal(np.load(student / "calibration.npy"), calibration)
+    other = shutil.copytree(model_dirs["other-tiny"], tmp_path / "other")
+    assert main(["models", "calibrate", str(other), "--like", str(model)]) == 2
+    assert not (other / "calibration.npy").exists()
