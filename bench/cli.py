@@ -10,8 +10,15 @@ from polyclip.bench.client import BenchError
 from polyclip.bench.data import CAPTIONS, read_lines
 from polyclip.bench.load import LoadConfig, failed_levels, run_load
 from polyclip.bench.quality import QualityConfig, run_quality
-from polyclip.bench.report import load_summary, quality_summary, soak_summary, write_report
+from polyclip.bench.report import (
+    load_summary,
+    quality_summary,
+    soak_summary,
+    types_markdown,
+    write_report,
+)
 from polyclip.bench.soak import SoakConfig, run_soak
+from polyclip.bench.types import TypesConfig, run_types
 from polyclip.encoders.argtypes import int_list, parse_duration, positive_int, str_list
 from polyclip.encoders.captions import read_parallel, texts_sha256
 
@@ -78,6 +85,41 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--out", default="artifacts/bench", help="directory for quality.json/.md/.png")
     q.set_defaults(func=cmd_quality)
     _add_soak(kinds)
+    _add_types(kinds)
+
+
+def _add_types(kinds: argparse._SubParsersAction) -> None:
+    t = kinds.add_parser(
+        "types",
+        help="output embedding types: R@1 and bytes per text for float/int8/uint8/binary",
+        description="Fetch teacher documents (English) and student queries (--langs) in every "
+        "embedding_type from /v1/embeddings and score them exactly: quantised queries against "
+        "float documents and both sides quantised, each with and without rescoring the top 100 "
+        "by float vectors; plus response bytes per text (JSON and base64).",
+    )
+    t.add_argument("--url", default="http://127.0.0.1:8000")
+    t.add_argument("--data", required=True, metavar="DIR", help="folder of {split}.{lang}.gz")
+    t.add_argument("--split", default="val", metavar="NAME")
+    t.add_argument("--langs", type=str_list, default=["de", "fr", "cs"], metavar="de,fr,cs")
+    t.add_argument("--index-model", default="teacher", metavar="ALIAS")
+    t.add_argument("--query-model", default="student", metavar="ALIAS")
+    t.add_argument("--limit", type=positive_int, metavar="N", help="first N rows only")
+    t.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
+    t.add_argument("--timeout", type=parse_duration, default=60.0, metavar="60s")
+    t.add_argument("--out", default="artifacts/bench", help="directory for types.json/.md/.png")
+    t.set_defaults(func=cmd_types)
+
+
+def cmd_types(args: argparse.Namespace) -> int:
+    _quiet_http_logs()
+    data = read_parallel(args.data, args.split, args.langs, args.limit)
+    cfg = TypesConfig(
+        url=args.url, data=data, index_model=args.index_model, query_model=args.query_model,
+        api_key=args.api_key, timeout_s=args.timeout,
+    )  # fmt: skip
+    report = asyncio.run(run_types(cfg))
+    _publish(report, args.out, types_markdown(report))
+    return 0
 
 
 def _add_soak(kinds: argparse._SubParsersAction) -> None:

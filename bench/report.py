@@ -27,6 +27,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
         markdown, fig = load_markdown(report), plot_load(report)
     elif kind == "soak":
         markdown, fig = soak_markdown(report), plot_soak(report)
+    elif kind == "types":
+        markdown, fig = types_markdown(report), plot_types(report)
     else:
         markdown, fig = quality_markdown(report), plot_quality(report)
     return write_files(out_dir, kind, report, markdown, {kind: fig})
@@ -233,3 +235,49 @@ def soak_summary(report: dict[str, Any]) -> str:
     cells = [f"{op}: {r['ok']}/{r['sent']} ok, p95 {_fmt(r['latency']['p95_ms'])} ms"
              for op, r in report["ops"].items()]  # fmt: skip
     return "; ".join(cells) + f"; errors {report['errors_total']}"
+
+
+# ---- output types -------------------------------------------------------------------------
+TYPE_SETTINGS = ("queries_quantised", "queries_quantised_rescored", "both_quantised",
+                 "both_quantised_rescored")  # fmt: skip
+
+
+def types_markdown(report: dict[str, Any]) -> str:
+    """Mean R@1 over the query languages per type and setting, and bytes per text."""
+    cfg = report["config"]
+    langs = [lang for lang in cfg["data"] if lang != "en"]
+    lines = [
+        f"# Output types: `{cfg['query_model']}` queries ({', '.join(langs)}) against "
+        f"`{cfg['index_model']}` documents ({cfg['data']['en']} English texts), exact search",
+        "",
+        f"Rescoring: the top {report['rescore_candidates']} candidates re-ranked by float query "
+        "· float documents. R@1 in %, mean over the query languages.",
+        "",
+        "| type | bytes per vector | JSON bytes/text | base64 bytes/text | quantised queries "
+        "| + rescore | both quantised | + rescore |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        m = r["mean_r@1"]
+        lines.append(
+            f"| {r['type']} | {r['dimension_bytes']} | {r['json_bytes_per_text']:.0f} | "
+            f"{r['base64_bytes_per_text']:.0f} | "
+            + " | ".join(f"{m[s]:.1f}" for s in TYPE_SETTINGS)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_types(report: dict[str, Any]) -> Figure:
+    fig = new_figure(7, 3.8)
+    ax = fig.subplots()
+    rows = report["rows"]
+    width = 0.8 / len(TYPE_SETTINGS)
+    for k, setting in enumerate(TYPE_SETTINGS):
+        xs = [i + (k - 1.5) * width for i in range(len(rows))]
+        ax.bar(xs, [r["mean_r@1"][setting] for r in rows], width, label=setting.replace("_", " "))
+    ax.set_xticks(range(len(rows)), [r["type"] for r in rows])
+    ax.set_ylabel("R@1 (%)")
+    ax.legend(fontsize="small", loc="lower left")
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig

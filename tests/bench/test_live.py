@@ -23,6 +23,7 @@ import yaml
 from polyclip.__main__ import main
 from polyclip.bench.data import CAPTIONS
 from polyclip.encoders.captions import texts_sha256
+from polyclip.encoders.embedding_types import write_calibration
 from polyclip.encoders.sentence import SentenceEncoder
 from tests.live import free_port, wait_ready
 
@@ -61,11 +62,14 @@ DE = [
 
 
 def _tiny_model(backbone: Path, out: Path, name: str, seed: int) -> Path:
+    """A tiny student with int8 calibration ranges (its embeddings of the toy captions)."""
     torch.manual_seed(seed)
     enc = SentenceEncoder.new_student(
         backbone, dimension=16, space="tiny-space", teacher="tiny-teacher", name=name
     )
-    return enc.save(out)
+    path = enc.save(out)
+    write_calibration(path, enc.encode(EN + DE, prefix="passage"))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -263,3 +267,24 @@ def test_soak(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "search:" in capsys.readouterr().out
     names = httpx.get(f"{server}/collections", headers={"Authorization": f"Bearer {KEY}"})
     assert not [n for n in names.json()["collections"] if n.startswith("bench-soak-")]
+
+
+def test_types(server: str, data_dir: Path, tmp_path: Path) -> None:
+    argv = ["types", "--url", server, "--data", str(data_dir), "--split", "tiny"]
+    argv += ["--langs", "de", "--out", str(tmp_path)]
+    assert _bench(*argv) == 0
+    report = json.loads((tmp_path / "types.json").read_text("utf-8"))
+    rows = {r["type"]: r for r in report["rows"]}
+    assert list(rows) == ["float", "int8", "uint8", "binary", "ubinary"]
+    assert {t: r["dimension_bytes"] for t, r in rows.items()} == {
+        "float": 64, "int8": 16, "uint8": 16, "binary": 2, "ubinary": 2
+    }  # fmt: skip
+    float_r1 = rows["float"]["mean_r@1"]
+    assert len(set(float_r1.values())) == 1  # float vectors: every setting is the exact search
+    for r in rows.values():  # 100 candidates hold all 12 documents: rescoring is exact
+        assert r["mean_r@1"]["queries_quantised_rescored"] == float_r1["queries_quantised"]
+        assert r["mean_r@1"]["both_quantised_rescored"] == float_r1["queries_quantised"]
+    assert rows["binary"]["base64_bytes_per_text"] < rows["int8"]["base64_bytes_per_text"]
+    assert rows["int8"]["base64_bytes_per_text"] < rows["float"]["base64_bytes_per_text"]
+    assert rows["float"]["base64_bytes_per_text"] < rows["float"]["json_bytes_per_text"]
+    assert "| binary | 2 |" in (tmp_path / "types.md").read_text("utf-8")

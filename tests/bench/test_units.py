@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from polyclip.__main__ import main
@@ -198,3 +199,22 @@ def test_unreachable_server_is_one_line_and_exit_2(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and all("cannot reach" in line for line in lines)
     assert not (tmp_path / "load.json").exists()
+
+
+def test_binary_codes_score_as_agreeing_bits() -> None:
+    """±1 unpacked bits: dot = D − 2·Hamming, for the int8 (binary) and uint8 (ubinary) forms."""
+    from polyclip.bench.types import as_vectors, ranks, rescored
+    from polyclip.encoders.embedding_types import quantize
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 24)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    bits = x > 0
+    hamming = (bits[:, None, :] != bits[None, :, :]).sum(-1)
+    for kind in ("binary", "ubinary"):
+        v = as_vectors(quantize(x, kind), kind)
+        np.testing.assert_array_equal(v @ v.T, 24 - 2 * hamming)
+    scores = np.array([[0.9, 0.1, 0.5], [0.8, 0.2, 0.1], [0.1, 0.3, 0.05]])
+    assert ranks(scores).tolist() == [0, 1, 2]
+    exact = np.eye(3)  # the exact scores put every gold first
+    assert rescored(scores, exact, k=2).tolist() == [0, 0, 2]  # query 2's gold not in its top 2
