@@ -74,8 +74,48 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_store_cli(sub: argparse._SubParsersAction) -> None:
+    store = sub.add_parser("store", help="the embedded store: `store bench`")
+    actions = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    p = actions.add_parser(
+        "bench",
+        help="quantised collections: recall on a real corpus, memory and latency at 1M vectors",
+        description="Build float, int8 and binary collections on the embedded store: on every "
+        "English caption of --data (teacher) with student queries of --query-split (Recall@10 "
+        "vs exact float search, R@1), and on --synthetic random vectors (build time, disk, "
+        "resident memory per vector, search p50/p95). Writes store.json/.md/.png to --out.",
+    )
+    p.add_argument("--teacher", required=True, help="the index model (documents)")
+    p.add_argument("--student", required=True, help="the query model")
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="Multi30k layout")
+    p.add_argument("--langs", type=str_list, default=["de", "fr", "cs"], metavar="de,fr,cs")
+    p.add_argument("--query-split", default="val", metavar="NAME")
+    p.add_argument("--synthetic", type=int, default=1_000_000, metavar="N", help="0: skip")
+    p.add_argument("--latency-queries", type=positive_int, default=500, metavar="N")
+    p.add_argument("--work", type=Path, default=Path("artifacts/store-bench"), metavar="DIR")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.set_defaults(func=cmd_store_bench)
+
+
+def cmd_store_bench(args: argparse.Namespace) -> int:
+    from polyclip.encoders.report import write_report
+    from polyclip.service import store_bench  # torch and the store: only when benchmarking
+
+    cfg = store_bench.StoreBenchConfig(
+        teacher=args.teacher, student=args.student, data=args.data, work=args.work,
+        langs=args.langs, query_split=args.query_split, synthetic=max(0, args.synthetic),
+        latency_queries=args.latency_queries,
+    )  # fmt: skip
+    report = store_bench.run_store_bench(cfg)
+    text = store_bench.markdown(report)
+    write_report(args.out, "store", report, text, {"store": store_bench.plot(report)})
+    print(text, end="")
+    return 0
+
+
 def add_cli(sub: argparse._SubParsersAction) -> None:
     add_index_cli(sub)
+    add_store_cli(sub)
     p = sub.add_parser(
         "serve",
         help="serve models over HTTP: embeddings, collections and search",
