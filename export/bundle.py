@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polyclip.encoders.base import ImageEncoder, TextEncoder
+import numpy as np
+
+from polyclip.encoders.base import ImageEncoder, TextEncoder, pad_ids
 from polyclip.encoders.errors import EncoderError
 from polyclip.encoders.hub import resolve_model_dir
 from polyclip.encoders.load import load_encoders
@@ -40,7 +42,7 @@ from polyclip.export.onnx_export import (
     tower_exports,
 )
 from polyclip.export.parity import THRESHOLDS, ParityError, Reference, ValSet, check, describe
-from polyclip.export.quantize import INT8_RECIPES, Int8Recipe, Precision, convert
+from polyclip.export.quantize import INT8_RECIPES, Feeds, Int8Recipe, Precision, convert
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class ExportOptions:
     device: str = "cpu"  # where the parity check runs the bundle
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     int8: Int8Recipe | None = None  # None: the architecture's recipe (INT8_RECIPES) or default
+    # Training captions for static int8 and SmoothQuant scales (never val: val is the gate's).
+    calibration: ValSet | None = None
     opset: int = OPSET
 
     @property
@@ -103,8 +107,26 @@ def trt_profile(inputs: dict[str, Any], max_seq: int, padding: str) -> dict[str,
     }
 
 
+CALIBRATION_TEXTS = 256  # training captions (all languages), in batches of CALIBRATION_BATCH
+CALIBRATION_BATCH = 32
+
+
+def calibration_feeds(text: TextEncoder, calibration: ValSet) -> Feeds:
+    """Graph inputs for a seeded sample of training captions, as the bundle tokenizes them."""
+    captions = [t for texts in calibration.load().values() for t in texts if t]
+    pick = np.random.default_rng(0).permutation(len(captions))[:CALIBRATION_TEXTS]
+    prefix = text.info.prefixes.get("passage", "")
+    texts = [prefix + captions[i] for i in sorted(pick)]
+    pad = getattr(getattr(text, "tokenizer", None), "pad_token_id", None) or 0
+    feeds = []
+    for start in range(0, len(texts), CALIBRATION_BATCH):
+        ids, mask = pad_ids(text.tokenize_each(texts[start : start + CALIBRATION_BATCH]), pad)
+        feeds.append({"input_ids": ids, "attention_mask": mask})
+    return feeds
+
+
 def _build_tower(
-    tower: TowerExport, stage: Path, opts: ExportOptions, max_seq: int
+    tower: TowerExport, stage: Path, opts: ExportOptions, max_seq: int, feeds: Feeds | None
 ) -> dict[str, Any]:
     """Trace, fuse and convert one tower into ``stage``; its ``bundle.json`` entry."""
     raw, fused = stage / f"{tower.kind}.raw.onnx", stage / f"{tower.kind}.fused.onnx"
@@ -119,7 +141,7 @@ def _build_tower(
         raw.replace(fused)
     log.info("%s tower fused %s; converting to %s", tower.kind, fused_ops, opts.precision)
     recipe = opts.int8 or INT8_RECIPES.get(tower.arch, Int8Recipe())
-    conversion = convert(fused, final, opts.precision, recipe)
+    conversion = convert(fused, final, opts.precision, recipe, feeds)
     fused.unlink(missing_ok=True)
     inputs, width = _graph_io(final)
     entry: dict[str, Any] = {
@@ -182,9 +204,17 @@ def export_bundle(model: str | Path, out: Path, opts: ExportOptions) -> dict[str
     # Reference outputs first: export switches the model to eager attention for tracing.
     ref = Reference.compute(text_in, image_in, random_images(PARITY_IMAGES), opts.val)
     exports = tower_exports(text, image, kinds)
+    feeds = None
+    if opts.precision == "int8" and opts.calibration is not None:
+        feeds = calibration_feeds(text, opts.calibration)
     stage = _stage_dir(out)
     try:
-        towers = {t.kind: _build_tower(t, stage, opts, text.max_seq_length) for t in exports}
+        towers = {
+            t.kind: _build_tower(
+                t, stage, opts, text.max_seq_length, feeds if t.kind == "text" else None
+            )
+            for t in exports
+        }
         _save_preprocessing(text_in, image_in, stage)
         info = text.info
         meta: dict[str, Any] = {

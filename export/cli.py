@@ -13,7 +13,7 @@ from polyclip.encoders.captions import read_captions
 from polyclip.encoders.errors import EncoderError
 from polyclip.encoders.onnx_bundle import RuntimeOptions
 from polyclip.encoders.report import write_report
-from polyclip.export import efficiency, report
+from polyclip.export import compare, efficiency, report
 from polyclip.export.bundle import ExportOptions, export_bundle
 from polyclip.export.efficiency import MAX_BATCH, EfficiencyConfig, run_efficiency
 from polyclip.export.parity import THRESHOLDS, ValSet, describe
@@ -58,6 +58,23 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         help="int8: 7-bit weights, for CPUs without VNNI (default: by architecture, mostly on)",
     )
+    p.add_argument(
+        "--int8-method",
+        choices=["dynamic", "static"],
+        help="int8: activation scales per batch at run time, or static QDQ from calibration",
+    )
+    p.add_argument("--int8-static-calibration", choices=["minmax", "percentile"])
+    p.add_argument(
+        "--int8-smooth", metavar="REGEX", help="int8: SmoothQuant scales before these MatMuls"
+    )
+    p.add_argument("--int8-smooth-alpha", type=float, metavar="A", help="SmoothQuant α (0.5)")
+    p.add_argument(
+        "--calibration-data",
+        type=Path,
+        metavar="DIR",
+        help="Multi30k-style dir: training captions for static int8 and SmoothQuant",
+    )
+    p.add_argument("--calibration-split", default="train")
     g = p.add_argument_group("runtime defaults stored in bundle.json")
     g.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
     g.add_argument(
@@ -75,7 +92,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
             help=f"TensorRT {kind} shapes of the text tower, e.g. input_ids:1x1,attention_mask:1x1",
         )
     p.set_defaults(func=cmd_export)
-    subs = p.add_subparsers(dest="export_command", metavar="{bench,efficiency}")
+    subs = p.add_subparsers(dest="export_command", metavar="{bench,compare,efficiency}")
     bench = subs.add_parser(
         "bench",
         help="teacher vs student × backend: throughput, latency, speed-up and R@1",
@@ -98,6 +115,21 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--threads", type=int, default=0, help="torch and onnxruntime threads")
     bench.add_argument("--no-gpu", action="store_true", help="CPU rows only")
     bench.set_defaults(func=cmd_bench)
+    cmp = subs.add_parser(
+        "compare",
+        help="several bundles of one model: conversion, parity figures and speed side by side",
+        description="Read each bundle's conversion and parity from bundle.json and time them "
+        "on the same captions in interleaved passes. Writes compare.json, .md and .png.",
+    )
+    cmp.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE")
+    cmp.add_argument("--data", type=Path, required=True, help="Multi30k-style directory")
+    cmp.add_argument("--split", default="val")
+    cmp.add_argument("--lang", default="de", help="language of the timed captions")
+    cmp.add_argument("--captions", type=int, default=1000)
+    cmp.add_argument("--passes", type=int, default=3)
+    cmp.add_argument("--batch-size", type=int, default=32)
+    cmp.add_argument("--out", type=Path, required=True, help="report directory")
+    cmp.set_defaults(func=cmd_compare)
     eff = subs.add_parser(
         "efficiency",
         help="serving efficiency: the bundle's CPU per text in-process vs the server's",
@@ -130,11 +162,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         trt_profile_max_shapes=args.trt_max_shapes,
     )
     int8 = None
-    if args.int8_keep_fp32 is not None or args.int8_reduce_range is not None:
+    chosen = (args.int8_keep_fp32, args.int8_reduce_range, args.int8_method,
+              args.int8_static_calibration, args.int8_smooth, args.int8_smooth_alpha)  # fmt: skip
+    if any(v is not None for v in chosen):  # an explicit recipe, from the plain defaults
         int8 = Int8Recipe(
             keep_fp32=args.int8_keep_fp32 or "",
             reduce_range=True if args.int8_reduce_range is None else args.int8_reduce_range,
+            method=args.int8_method or "dynamic",
+            static_calibration=args.int8_static_calibration or "minmax",
+            smooth=args.int8_smooth or "",
+            smooth_alpha=0.5 if args.int8_smooth_alpha is None else args.int8_smooth_alpha,
         )
+    calibration = None
+    if args.calibration_data:
+        calibration = ValSet(args.calibration_data, args.calibration_split, tuple(args.val_langs))
     opts = ExportOptions(
         precision=args.precision,
         towers=[] if args.tower in (None, "both") else [args.tower],
@@ -144,9 +185,21 @@ def cmd_export(args: argparse.Namespace) -> int:
         device=args.device,
         runtime=runtime,
         int8=int8,
+        calibration=calibration,
     )
     meta = export_bundle(args.model, args.out, opts)
     print(f"{args.out}: {args.precision} bundle, parity passed: {describe(meta['parity'])}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    result = compare.compare_bundles(
+        args.bundles, args.data, args.split, args.lang, args.captions, max(1, args.passes),
+        args.batch_size,
+    )  # fmt: skip
+    text = compare.markdown(result)
+    write_report(args.out, "compare", result, text, {"compare": compare.plot(result)})
+    print(text, end="")
     return 0
 
 

@@ -81,3 +81,21 @@ def test_spinning_is_a_bundle_runtime_setting(student_bundle: Path) -> None:
     text, _ = load_bundle(student_bundle, allow_spinning=False)
     assert text.graph.runtime.allow_spinning is False
     assert json.loads((student_bundle / "bundle.json").read_text())["runtime"]["allow_spinning"]
+
+
+def test_compare_puts_bundles_side_by_side(
+    student_bundle: Path, student_dir: Path, val_dir: Path, tmp_path: Path
+) -> None:
+    int8 = tmp_path / "int8"
+    assert main(["export", "--model", str(student_dir), "--out", str(int8),
+                 "--precision", "int8"]) == 0  # fmt: skip
+    argv = ["export", "compare", str(student_bundle), str(int8), "--data", str(val_dir),
+            "--captions", "16", "--passes", "2", "--batch-size", "8"]  # fmt: skip
+    argv += ["--out", str(tmp_path / "c")]
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "c/compare.json").read_text())["rows"]
+    assert [r["precision"] for r in rows] == ["fp32", "int8"]
+    assert rows[0]["gate"] == 0.999 and rows[1]["gate"] == 0.98
+    assert rows[1]["conversion"]["int8_matmuls"] > 0 and all(r["passes"] for r in rows)
+    assert all(r["captions_per_s"] > 0 for r in rows)
+    assert "| int8 | int8 | dynamic |" in (tmp_path / "c/compare.md").read_text()

@@ -24,6 +24,7 @@ from polyclip.encoders.sentence import SentenceEncoder, pool
 from polyclip.export.bundle import ExportOptions, export_bundle
 from polyclip.export.onnx_export import random_images
 from polyclip.export.parity import THRESHOLDS
+from tests.captions import write_aligned
 from tests.tiny import save_student
 
 # Seven texts (batch 7), short to long; the last one is truncated at max_seq_length.
@@ -148,10 +149,15 @@ def test_cli_int8_export_reports_r1_and_the_bundle_encodes(
     assert main([*argv, "--val-data", str(val_dir), "--val-langs", "de,fr,cs"]) == 0
     assert "parity passed" in capsys.readouterr().out
     meta = read_bundle(out)
-    assert meta["towers"]["text"]["conversion"] == {
+    conversion = meta["towers"]["text"]["conversion"]
+    assert conversion == {
+        "method": "dynamic",
         "per_channel": True,
         "reduce_range": True,
+        "matmuls": conversion["matmuls"],
         "fp32_matmuls": 2,
+        "int8_matmuls": conversion["matmuls"] - 2,
+        "smoothed": 0,
     }
     r1 = meta["parity"]["text"]["r1"]
     assert set(r1["languages"]) == {"de", "fr", "cs"}
@@ -184,3 +190,59 @@ def test_refuses_to_overwrite_a_non_bundle_or_export_a_bundle(
     assert (tmp_path / "notes.txt").exists()
     with pytest.raises(EncoderError, match="already an ONNX bundle"):
         export_bundle(student_bundle, tmp_path / "again", ExportOptions())
+
+
+def test_smoothquant_scales_keep_the_product_exact(
+    tmp_path: Path, student_bundle: Path, val_dir: Path
+) -> None:
+    """x/s · diag(s)W = xW: the smoothed fp32 graph computes what the original does."""
+    import onnx
+    import onnxruntime as ort
+
+    from polyclip.export.bundle import calibration_feeds
+    from polyclip.export.parity import ValSet
+    from polyclip.export.quantize import smooth_matmuls
+
+    text = load_text_encoder(student_bundle)
+    feeds = calibration_feeds(text, ValSet(val_dir, "val", ("de", "fr")))
+    model = onnx.load(str(student_bundle / "model.onnx"))
+    original = model.SerializeToString()
+    names = smooth_matmuls(model, r"layer\.\d+/output/dense/MatMul$", 0.5, feeds)
+    assert len(names) == 2  # one FFN down-projection per layer of the tiny backbone
+    assert sum(n.op_type == "Mul" and n.name.endswith("/smooth") for n in model.graph.node) == 2
+    runs = [ort.InferenceSession(m, providers=["CPUExecutionProvider"])
+            for m in (original, model.SerializeToString())]  # fmt: skip
+    for feed in feeds[:2]:
+        a, b = (r.run(None, feed)[0] for r in runs)
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["static", "smooth"])
+def test_static_and_smoothed_int8_bundles(
+    tmp_path: Path,
+    student_dir: Path,
+    val_dir: Path,
+    method: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / method
+    argv = ["export", "--model", str(student_dir), "--out", str(out), "--precision", "int8"]
+    extra = (
+        ["--int8-method", "static"]
+        if method == "static"
+        else ["--int8-smooth", r"layer\.\d+/output/dense/MatMul$"]
+    )
+    assert main([*argv, *extra]) == 2  # no calibration text: refused, with the reason
+    assert "calibration text" in capsys.readouterr().err
+    train = write_aligned(tmp_path / "m30k", {"train": (40, 0)})  # en, de, fr training captions
+    calibrate = ["--calibration-data", str(train), "--val-langs", "de,fr", "--min-cosine", "0.9"]
+    assert main([*argv, *extra, *calibrate]) == 0
+    conversion = read_bundle(out)["towers"]["text"]["conversion"]
+    assert conversion["fp32_matmuls"] == 0 and conversion["int8_matmuls"] == conversion["matmuls"]
+    if method == "static":
+        assert conversion["method"] == "static" and conversion["calibration"] == "minmax"
+        graph = onnx.load(str(out / "model.onnx")).graph
+        assert any(n.op_type == "QuantizeLinear" for n in graph.node)  # QDQ
+    else:
+        assert conversion["smoothed"] == 2 and conversion["smooth_alpha"] == 0.5
+    assert read_bundle(out)["parity"]["passed"]
