@@ -34,6 +34,10 @@ def test_the_openai_sdk_embeds_and_raises_useful_errors(
         # The SDK's default asks for base64 and decodes it itself.
         default = client.embeddings.create(model="student", input=TEXTS)
         np.testing.assert_allclose(np.array([d.embedding for d in default.data]), want, atol=1e-6)
+        bits = client.embeddings.create(model="student", input=TEXTS, encoding_format="float",
+                                        extra_body={"embedding_type": "binary"})  # fmt: skip
+        packed = np.packbits(want > 0, axis=1).astype(np.int16) - 128  # sentence-transformers'
+        assert [d.embedding for d in bits.data] == packed.tolist()
         short = client.embeddings.create(model="student", input=TEXTS[0], dimensions=8)
         assert len(short.data[0].embedding) == 8
         assert np.linalg.norm(short.data[0].embedding) == pytest.approx(1, abs=1e-5)
