@@ -218,3 +218,33 @@ def test_binary_codes_score_as_agreeing_bits() -> None:
     assert ranks(scores).tolist() == [0, 1, 2]
     exact = np.eye(3)  # the exact scores put every gold first
     assert rescored(scores, exact, k=2).tolist() == [0, 0, 2]  # query 2's gold not in its top 2
+
+
+def test_peer_summary_takes_medians_over_rounds(tmp_path: Path) -> None:
+    """Medians over the rounds that ran a level without errors, and polyclip int8 against the
+    faster of infinity's two engines."""
+    from polyclip.bench.peers.summary import main as summary
+
+    def level(items: float, p95: float, ok: int = 10) -> dict:
+        return {"batch": 1, "concurrency": 16, "ok": ok, "error_rate": 0.0 if ok else 1.0,
+                "items_per_s": items, "latency": {"p95_ms": p95}}  # fmt: skip
+
+    runs = {"polyclip-int8": [300, 330, 310], "infinity-torch": [100, 90, 120],
+            "infinity-optimum": [80, 110, 105]}  # fmt: skip
+    for server, speeds in runs.items():
+        for r, items in enumerate(speeds, 1):
+            d = tmp_path / f"round-{r}" / server
+            d.mkdir(parents=True)
+            (d / "load.json").write_text(json.dumps({"levels": [level(items, items / 10)]}))
+    broken = tmp_path / "round-4" / "infinity-torch"
+    broken.mkdir(parents=True)
+    (broken / "load.json").write_text(json.dumps({"levels": [level(999, 1, ok=0)]}))  # ignored
+    assert summary([str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "peers.json").read_text())
+    speed = {r["server"]: (r["texts_per_s"], r["rounds"]) for r in report["rows"]}
+    assert speed == {"polyclip-int8": (310, 3), "infinity-torch": (100, 3),
+                     "infinity-optimum": (105, 3)}  # fmt: skip
+    assert report["ratios"] == [
+        {"batch": 1, "concurrency": 16, "vs_best_infinity": 2.95, "met": False}
+    ]
+    assert "2.95× (missed)" in (tmp_path / "peers.md").read_text()
