@@ -262,7 +262,7 @@ def types_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['type']} | {r['dimension_bytes']} | {r['json_bytes_per_text']:.0f} | "
             f"{r['base64_bytes_per_text']:.0f} | "
-            + " | ".join(f"{m[s]:.1f}" for s in TYPE_SETTINGS)
+            + " | ".join("–" if m[s] is None else f"{m[s]:.1f}" for s in TYPE_SETTINGS)
             + " |"
         )
     return "\n".join(lines) + "\n"
@@ -275,7 +275,8 @@ def plot_types(report: dict[str, Any]) -> Figure:
     width = 0.8 / len(TYPE_SETTINGS)
     for k, setting in enumerate(TYPE_SETTINGS):
         xs = [i + (k - 1.5) * width for i in range(len(rows))]
-        ax.bar(xs, [r["mean_r@1"][setting] for r in rows], width, label=setting.replace("_", " "))
+        values = [r["mean_r@1"][setting] or 0 for r in rows]  # not scored: no bar
+        ax.bar(xs, values, width, label=setting.replace("_", " "))
     ax.set_xticks(range(len(rows)), [r["type"] for r in rows])
     ax.set_ylabel("R@1 (%)")
     ax.legend(fontsize="small", loc="lower left")

@@ -20,6 +20,7 @@ own code path) and optimised before it is searched.
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import shutil
 import statistics
 import time
@@ -32,7 +33,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from polyclip.encoders.base import TextEncoder, l2_normalize
-from polyclip.encoders.captions import read_parallel
+from polyclip.encoders.captions import read_parallel, texts_sha256
 from polyclip.encoders.errors import PolyclipError
 from polyclip.encoders.report import new_figure
 from polyclip.service.store import (
@@ -107,11 +108,10 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 def _embed_cached(
     work: Path, name: str, encoder: TextEncoder, texts: list[str], prefix: str
 ) -> np.ndarray:
-    path = work / f"{name}.npy"
+    """Embeddings of ``texts``, cached under a key of the model's space, prefix and texts."""
+    path = work / f"{name}-{texts_sha256([encoder.info.space, prefix, *texts])}.npy"
     if path.is_file():
-        cached = np.load(path)
-        if len(cached) == len(texts):
-            return cached
+        return np.load(path)
     rows = encoder.encode(texts, prefix=prefix, show_progress=True)
     work.mkdir(parents=True, exist_ok=True)
     np.save(path, rows)
@@ -122,6 +122,8 @@ def real_corpus(cfg: StoreBenchConfig) -> dict[str, Any]:
     """Recall@10 vs exact float search and R@1, per quantisation and search setting."""
     from polyclip.encoders.load import load_text_encoder
 
+    if cfg.query_split not in cfg.splits:
+        raise PolyclipError(f"the query split {cfg.query_split} must be one of {cfg.splits}")
     english: list[str] = []
     gold_offset = 0
     for split in cfg.splits:
@@ -231,10 +233,16 @@ def _in_child(target: Any, *args: Any) -> dict[str, Any]:
     result = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, result))
     proc.start()
-    out = result.get()
+    while True:  # a child that dies (an exception, the OOM killer) must not hang the parent
+        try:
+            out = result.get(timeout=5)
+            break
+        except queue.Empty:
+            if not proc.is_alive():
+                raise PolyclipError(
+                    f"store bench child {target.__name__} died (exit code {proc.exitcode})"
+                ) from None
     proc.join()
-    if proc.exitcode:
-        raise PolyclipError(f"store bench child {target.__name__} failed ({proc.exitcode})")
     return out
 
 

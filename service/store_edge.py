@@ -13,13 +13,14 @@ itself (msync, then the segments) when the shard is flushed. ``flush_interval_s`
 background thread flushes the collections written since the last flush every that many seconds
 (default 1: an OS crash or power loss can lose up to about a second of acknowledged writes), and
 0 flushes inside every write before it is acknowledged (nothing acknowledged is lost, at the
-cost of a synchronous flush per request). :attr:`EdgeStore.unflushed` names what is at risk.
+cost of a synchronous flush per request; a flush that fails then answers 503 for a write that
+was applied, which a retry repeats harmlessly). :attr:`EdgeStore.unflushed` names what is at risk.
 
 Indexing: Qdrant Edge runs no optimizer by itself, so the same background thread runs the
 shard's optimizers on a collection once it has been written and then left alone for
 ``OPTIMIZE_IDLE_S``: segments are merged, HNSW-indexed and quantised (a collection created with
 ``int8`` or ``binary`` keeps its float vectors on disk and the quantised ones in RAM). Until
-then new points are searched exactly. A drop waits for a running optimisation of any collection.
+then new points are searched exactly. A drop of a collection being optimised waits for it.
 
 A collection that fails to open at start (a corrupt file, a WAL another process holds) is
 quarantined: reported by :attr:`EdgeStore.quarantined` (and so on ``/ready`` and in a metric)
@@ -66,6 +67,7 @@ META_FILE = "collection.json"
 LOCK_FILE = ".lock"
 MARKER = ".polyclip"  # written first into every collection directory this store creates
 OPTIMIZE_IDLE_S = 5.0  # a collection written to is optimised once it has been idle this long
+CLOSE_WAIT_S = 10.0  # close() waits this long for an optimisation in progress
 T = TypeVar("T")
 _REFUSED = (ValueError, TypeError, OverflowError)  # the engine's "bad argument" errors
 
@@ -140,7 +142,8 @@ class EdgeStore:
         self.quarantined: dict[str, str] = {}
         self.unflushed: set[str] = set()  # written since their last flush (under _lock)
         self._written: dict[str, float] = {}  # not optimised since this write (monotonic s)
-        self._optimizing = threading.Lock()  # one optimisation at a time; drop waits for it
+        self._optimizing: set[str] = set()  # being optimised now (under _lock)
+        self._idle = threading.Condition(self._lock)  # notified when an optimisation ends
         self._stop = threading.Event()
         for trash in self.data_dir.glob(".trash-*"):  # drops a crash interrupted
             shutil.rmtree(trash, ignore_errors=True)
@@ -246,7 +249,8 @@ class EdgeStore:
     def drop(self, name: str) -> None:
         """Close, move aside and delete; a quarantined collection can be dropped too."""
         cdir = self._dir(name)
-        with self._optimizing, self._lock:
+        with self._lock:
+            self._idle.wait_for(lambda: name not in self._optimizing)  # never under its feet
             self._written.pop(name, None)
             shard = self._shards.pop(name, None)
             self._meta.pop(name, None)
@@ -326,20 +330,37 @@ class EdgeStore:
                 log.error("flushing collection %s failed: %s", name, e)
 
     def optimize(self, name: str) -> bool:
-        """Run the collection's optimizers now (merge, index, quantise); True if any ran."""
-        with self._optimizing:
-            with self._lock:
-                self._written.pop(name, None)
+        """Run the collection's optimizers now (merge, index, quantise); True if any ran.
+        A write during it marks the collection for the next round; a failure marks it again."""
+        with self._lock:
+            self._idle.wait_for(lambda: name not in self._optimizing)
+            self._optimizing.add(name)
+            written = self._written.pop(name, None)
+        try:
             return bool(self._call(name, lambda s: s.optimize()))
+        except StoreError:
+            with self._lock:
+                if written is not None:
+                    self._written.setdefault(name, written)
+            raise
+        finally:
+            with self._lock:
+                self._optimizing.discard(name)
+                self._idle.notify_all()
 
     def close(self) -> None:
-        """Flush and close every shard (graceful shutdown); the WAL covers a hard stop."""
+        """Flush and close every shard (graceful shutdown); the WAL covers a hard stop. An
+        optimisation still running after ``CLOSE_WAIT_S`` is left to the process's end: its
+        collection is neither flushed nor closed here (its write-ahead log holds every write)."""
         self._stop.set()
-        self._worker.join()  # after the optimisation it may be running
+        self._worker.join(timeout=CLOSE_WAIT_S)
         with self._lock:
-            shards = list(self._shards.items())
+            busy = set(self._optimizing)
+            shards = [(n, s) for n, s in self._shards.items() if n not in busy]
             self._shards.clear()
             self._meta.clear()
+        for name in sorted(busy):
+            log.warning("collection %s is being optimised: closing without flushing it", name)
         for name, shard in shards:
             try:
                 shard.flush()
@@ -356,10 +377,13 @@ class EdgeStore:
 
     def _maintain(self) -> None:
         """Flush every ``flush_interval_s`` (when > 0); optimise collections left idle."""
-        while not self._stop.wait(self.flush_interval_s or 1.0):
-            if self.flush_interval_s:
-                self.flush()
+        period = max(0.05, min(self.flush_interval_s or OPTIMIZE_IDLE_S, OPTIMIZE_IDLE_S))
+        flushed = time.monotonic()
+        while not self._stop.wait(period):
             now = time.monotonic()
+            if self.flush_interval_s and now - flushed >= self.flush_interval_s:
+                self.flush()
+                flushed = now
             with self._lock:
                 idle = [n for n, t in self._written.items() if now - t >= OPTIMIZE_IDLE_S]
             for name in idle:

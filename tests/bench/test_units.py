@@ -212,10 +212,15 @@ def test_binary_codes_score_as_agreeing_bits() -> None:
     bits = x > 0
     hamming = (bits[:, None, :] != bits[None, :, :]).sum(-1)
     for kind in ("binary", "ubinary"):
-        v = as_vectors(quantize(x, kind), kind)
+        v = as_vectors(quantize(x, kind), kind, 24)
         np.testing.assert_array_equal(v @ v.T, 24 - 2 * hamming)
     scores = np.array([[0.9, 0.1, 0.5], [0.8, 0.2, 0.1], [0.1, 0.3, 0.05]])
     assert ranks(scores).tolist() == [0, 1, 2]
+    gold_ties = np.ones((3, 3))  # every document scores alike: rank uniform in 0..2
+    spread = np.concatenate([ranks(gold_ties, seed=s) for s in range(300)])
+    assert set(spread.tolist()) == {0, 1, 2} and abs(spread.mean() - 1.0) < 0.1
+    v = as_vectors(np.array([[-128 + 0b10110000]], dtype=np.int16), "binary", 4)
+    assert v.tolist() == [[1.0, -1.0, 1.0, 1.0]]  # 4 dimensions: the padding bits dropped
     exact = np.eye(3)  # the exact scores put every gold first
     assert rescored(scores, exact, k=2).tolist() == [0, 0, 2]  # query 2's gold not in its top 2
 
