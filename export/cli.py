@@ -173,6 +173,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             smooth=args.int8_smooth or "",
             smooth_alpha=0.5 if args.int8_smooth_alpha is None else args.int8_smooth_alpha,
         )
+    if (int8 is not None or args.calibration_data) and args.precision != "int8":
+        raise EncoderError("the --int8-* options and --calibration-data need --precision int8")
+    if int8 is not None and int8.needs_calibration and not args.calibration_data:
+        raise EncoderError("static int8 and SmoothQuant need calibration text: --calibration-data")
     calibration = None
     if args.calibration_data:
         calibration = ValSet(args.calibration_data, args.calibration_split, tuple(args.val_langs))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,9 @@ def smooth_matmuls(model: Any, pattern: str, alpha: float, feeds: Feeds) -> list
 
     graph = model.graph
     weights = {t.name: t for t in graph.initializer}
-    nodes = [n for n in _matmuls(graph, pattern) if n.input[1] in weights]
+    uses = Counter(name for n in graph.node for name in n.input)
+    # a weight read by another node too (tied weights) cannot take this MatMul's scales alone
+    nodes = [n for n in _matmuls(graph, pattern) if n.input[1] in weights and uses[n.input[1]] == 1]
     peaks = _activation_absmax(model, list(dict.fromkeys(n.input[0] for n in nodes)), feeds)
     for node in nodes:
         w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)  # [in, out]

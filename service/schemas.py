@@ -137,7 +137,7 @@ class CollectionOut(BaseModel):
     quantization: Quantization
     spaces: list[SpaceOut]
     points_count: int
-    indexed_vectors_count: int  # in indexed (and quantised) segments; the rest: exact search
+    indexed_vectors_count: int  # per named vector, in indexed (and quantised) segments; rest: exact
     created: str
 
 

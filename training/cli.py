@@ -29,7 +29,10 @@ FLAGS: dict[str, tuple[type, str]] = {
     "batch_size": (int, "pairs per optimizer step"),
     "lr": (float, "peak learning rate"),
     "queue_size": (int, "DR queue length K"),
-    "precision": (str, "fp32, fp16 (CUDA) or bf16 (CUDA, or a CPU with AVX512-BF16/AMX)"),
+    "precision": (
+        str,
+        "fp32, fp16 (CUDA), bf16 (CUDA, or a CPU with AVX512-BF16/AMX) or auto (bf16 where native)",
+    ),
     "device": (str, "auto, cpu, cuda, cuda:1, ..."),
     "seed": (int, "random seed"),
 }

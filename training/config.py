@@ -22,7 +22,7 @@ CHOICES = {
     "teacher_prefix": ("", "query", "passage"),
     "pooling": ("mean", "cls", "max"),
     "head": ("linear", "tanh", "none"),
-    "precision": ("fp32", "fp16", "bf16"),
+    "precision": ("fp32", "fp16", "bf16", "auto"),
     "mse_reduction": ("sum", "mean"),
     "head_init": ("random", "lstsq"),
 }
@@ -112,7 +112,7 @@ class TrainConfig:
     warmup_steps: int = 1000
     max_grad_norm: float = 1.0
     seed: int = 42
-    precision: str = "fp32"  # bf16 autocast on CUDA or a bf16 CPU; fp16 on CUDA only
+    precision: str = "fp32"  # bf16 autocast on CUDA or a bf16 CPU; fp16 on CUDA only; auto
     group_by_length: bool = False  # batches of similar length: less padding, faster steps
     device: str = "auto"
     # bookkeeping

@@ -47,7 +47,10 @@ def cpu_has_bf16() -> bool:
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` here: fp16 needs CUDA (else fp32, with a warning);
-    bf16 runs anywhere, with a warning on a CPU without native bf16 (where it is slow)."""
+    bf16 runs anywhere, with a warning on a CPU without native bf16 (where it is slow); auto is
+    bf16 on CUDA or a CPU with native bf16 and fp32 elsewhere (a recipe that runs everywhere)."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" or cpu_has_bf16() else "fp32"
     amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
     if amp is torch.float16 and device.type != "cuda":
         log.warning("precision fp16 needs CUDA; training in fp32 on %s", device)

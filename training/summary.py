@@ -93,7 +93,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         kept = [_retention(r["retention"].get(name, {})) for name in sources]
         params = r["trained_params"]
-        cells = [r["run"], str(r["objective"]), f"{r['lr']:g}", str(r["seed"]),
+        rate = "–" if r["lr"] is None else f"{r['lr']:g}"
+        cells = [r["run"], str(r["objective"]), rate, str(r["seed"]),
                  f"{r['best_step']} / {r['steps']}", _pct(r["val_r@1"]),
                  *(_pct(r["r@1"].get(lang)) for lang in langs), *kept, _pct(r["en_r@1"]),
                  "–" if r["score"] is None else f"{r['score']:.3f}",
@@ -114,16 +115,31 @@ def _pct(value: float | None) -> str:
 
 
 def plot(rows: list[dict[str, Any]]) -> Figure:
-    """Best val R@1 against learning rate, one line per objective."""
-    fig = new_figure(6, 4)
+    """A learning-rate grid: best val R@1 against the rate, one line per objective. Other run
+    sets (methods at one budget): val R@1 and the retention score side by side, per run."""
+    rates: dict[str, set[float]] = {}
+    for r in rows:
+        if r["lr"] is not None:
+            rates.setdefault(str(r["objective"]), set()).add(r["lr"])
+    fig = new_figure(6, 4 if rates and min(map(len, rates.values())) > 1 else 1 + 0.35 * len(rows))
     ax = fig.subplots()
-    for objective in dict.fromkeys(r["objective"] for r in rows):
-        mine = sorted((r for r in rows if r["objective"] == objective), key=lambda r: r["lr"])
-        ax.plot([r["lr"] for r in mine], [r["val_r@1"] or np.nan for r in mine], "o-",
-                label=objective)  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xlabel("peak learning rate")
-    ax.set_ylabel("best val R@1 (%)")
+    if rates and min(map(len, rates.values())) > 1:
+        for objective in rates:
+            mine = sorted((r for r in rows if str(r["objective"]) == objective and r["lr"]),
+                          key=lambda r: r["lr"])  # fmt: skip
+            ax.plot([r["lr"] for r in mine], [r["val_r@1"] or np.nan for r in mine], "o-",
+                    label=objective)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("peak learning rate")
+        ax.set_ylabel("best val R@1 (%)")
+    else:
+        y = np.arange(len(rows))
+        ax.barh(y - 0.2, [r["val_r@1"] or np.nan for r in rows], 0.4, label="val R@1 (%)")
+        ax.barh(y + 0.2, [100 * r["score"] if r["score"] else np.nan for r in rows], 0.4,
+                label="score: mean retention (%)")  # fmt: skip
+        ax.set_yticks(y, [r["run"] for r in rows], fontsize="small")
+        ax.invert_yaxis()
+        ax.set_xlabel("%")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     return fig

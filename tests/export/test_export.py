@@ -234,6 +234,10 @@ def test_static_and_smoothed_int8_bundles(
     )
     assert main([*argv, *extra]) == 2  # no calibration text: refused, with the reason
     assert "calibration text" in capsys.readouterr().err
+    assert not out.exists()  # refused before any export work
+    fp32 = [a if a != "int8" else "fp32" for a in argv]
+    assert main([*fp32, *extra]) == 2  # int8 options on another precision: refused
+    assert "--precision int8" in capsys.readouterr().err
     train = write_aligned(tmp_path / "m30k", {"train": (40, 0)})  # en, de, fr training captions
     calibrate = ["--calibration-data", str(train), "--val-langs", "de,fr", "--min-cosine", "0.9"]
     assert main([*argv, *extra, *calibrate]) == 0

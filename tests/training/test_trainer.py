@@ -283,6 +283,19 @@ def test_bf16_autocast_on_cpu(
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in state.values())
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_native(native: bool) -> None:
+    """auto: bf16 on CUDA or a CPU with native bf16, fp32 (no autocast) on any other CPU."""
+    from polyclip.training import runtime
+
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(runtime, "cpu_has_bf16", lambda: native)
+        got = runtime.autocast_dtype("auto", torch.device("cpu"))
+        assert got == (torch.bfloat16 if native else None)
+        assert runtime.autocast_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert TrainConfig(precision="auto").precision == "auto"  # a valid choice
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16/bf16 autocast needs CUDA")
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_mixed_precision_on_cuda(

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The serving measurements of docs/PERFORMANCE.md and docs/RELIABILITY.md in one quiet window,
+# one server at a time with only the load client beside it (2 cores: nothing else may run).
+# Usage: bench/window.sh FP32_BUNDLE INT8_BUNDLE OUT_DIR [SOAK_DURATION]
+#   efficiency-{fp32,int8}/  bench load 1x16 and 32x16 with the server's CPU, then the same
+#                            bundle in-process on the same texts (polyclip export efficiency)
+#   flame.svg                py-spy on the int8 server under 1 text x 16 clients
+#   fairness-{alone,noise}/  one client, one text per request, alone and beside a client that
+#                            sends 256 texts per request
+#   soak/                    embeds, indexes and searches at a fixed offered rate
+#   types/                   R@1 and bytes per embedding type (student queries, teacher index)
+# Texts: Multi30k val German captions; $POLYCLIP_DATA or ../shared/data/multi30k.
+set -euo pipefail
+fp32=$1 int8=$2 out=$3 soak=${4:-5m}
+data=${POLYCLIP_DATA:-../shared/data/multi30k}
+bin=.venv/bin
+port=7991
+url=http://127.0.0.1:$port
+texts=$data/val.de.gz
+mkdir -p "$out"
+
+wait_up() {
+  for _ in $(seq 1 300); do curl -sf "$url/ready" >/dev/null && return 0; sleep 1; done
+  echo "server on $port did not come up" >&2; return 1
+}
+stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+
+serve() {  # config lines (YAML)
+  local cfg
+  cfg=$(mktemp --suffix=.yaml)
+  printf '%s\ndata_dir: %s\n' "$1" "$(mktemp -d)" > "$cfg"
+  $bin/polyclip serve --config "$cfg" --port $port --log-level warning & pid=$!
+  wait_up
+}
+
+for p in fp32 int8; do
+  bundle=$fp32; [ $p = int8 ] && bundle=$int8
+  serve "models: {student: {path: $bundle}}"
+  $bin/polyclip bench load --url $url --model student --concurrency 16 --batch 1,32 \
+    --duration 20s --texts "$texts" --endpoint openai --out "$out/efficiency-$p"
+  if [ $p = int8 ]; then
+    $bin/polyclip bench load --url $url --model student --concurrency 16 --batch 1 \
+      --duration 40s --texts "$texts" --endpoint openai --out "$out/flame-load" &
+    load=$!
+    sleep 15
+    $bin/py-spy record --pid "$pid" --duration 20 --rate 200 --subprocesses --nonblocking \
+      --output "$out/flame.svg" || echo "py-spy failed (ptrace not allowed?)" >&2
+    wait $load
+    $bin/polyclip bench load --url $url --model student --concurrency 1 --batch 1 \
+      --duration 20s --texts "$texts" --endpoint openai --out "$out/fairness-alone"
+    $bin/polyclip bench load --url $url --model student --concurrency 1 --batch 1 \
+      --duration 20s --texts "$texts" --endpoint openai --noise-batch 256 --noise-clients 1 \
+      --out "$out/fairness-noise"
+  fi
+  stop
+  $bin/polyclip export efficiency --bundle "$bundle" --load "$out/efficiency-$p/load.json" \
+    --texts "$texts" --out "$out/efficiency-$p"
+done
+
+# Teacher + int8 student, as `make serve` runs them (soak indexes its own collection).
+serve "models: {teacher: {path: artifacts/models/all-mpnet-base-v2}, student: {path: $int8}}"
+$bin/polyclip bench types --url $url --data "$data" --split val --langs de,fr,cs \
+  --index-model teacher --query-model student --out "$out/types"
+$bin/polyclip bench soak --url $url --model student --index-model teacher --rate 40 \
+  --clients 64 --duration "$soak" --texts "$texts" --out "$out/soak"
+stop
