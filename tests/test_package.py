@@ -30,7 +30,7 @@ def test_the_wheel_holds_only_the_polyclip_namespace(wheel: Path) -> None:
     assert {t for t in tops if not t.endswith(".dist-info")} == {"polyclip"}
     for folder in FOLDERS:
         assert f"polyclip/{folder}/__init__.py" in names
-    assert "polyclip/training/recipes/quick.yaml" in names
+    assert "polyclip/training/recipes/default.yaml" in names
     assert "polyclip/bench/peers/st_server.py" in names
 
 

@@ -1,6 +1,6 @@
 """``polyclip train``: a YAML recipe plus command-line overrides → one distillation run.
 
-Single device: ``polyclip train --config quick``; several GPUs:
+Single device: ``polyclip train --config default``; several GPUs:
 ``torchrun --nproc_per_node 4 -m polyclip train --config dr``. ``polyclip train bench`` times
 training steps (fp32 vs bf16, random vs length-grouped batches) on the machine at hand;
 ``polyclip train summary RUN...`` tabulates finished runs.
@@ -45,7 +45,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         description="Train a student from a YAML recipe (training/recipes/NAME.yaml or a path); "
         "flags and --set KEY=VALUE override the recipe.",
     )
-    p.add_argument("--config", metavar="RECIPE", help="recipe name (quick, fd, dr, ...) or path")
+    p.add_argument("--config", metavar="RECIPE", help="recipe name (default, fd, dr, ...) or path")
     for key, (kind, text) in FLAGS.items():
         p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, help=text)
     p.add_argument(

@@ -123,6 +123,11 @@ class TrainConfig:
     eval_batch_size: int = 64
     resume: bool = True  # continue from out/checkpoint.pt when it exists
 
+    @property
+    def distilled_languages(self) -> list[str]:
+        """Languages of the parallel pairs trained on: none when every pair is broad English."""
+        return [] if self.english_ratio >= 1 else list(self.languages)
+
     def __post_init__(self) -> None:
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
@@ -164,7 +169,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def resolve_recipe(ref: str | Path) -> Path:
-    """A recipe path, or a bare name (``quick``) for one shipped in ``training/recipes``."""
+    """A recipe path, or a bare name (``default``) for one shipped in ``training/recipes``."""
     path = Path(ref)
     if path.is_file():
         return path

@@ -419,7 +419,7 @@ class Trainer:
             flat = {f"{lang}_{k}": round(v, 4) for lang, s in scores.items() for k, v in s.items()}
             table = {}
             if self.reference is not None:
-                table = self.reference.table(scores, queries, self.cfg.languages)
+                table = self.reference.table(scores, queries, self.cfg.distilled_languages)
             kept = {"retention_" + k: v for k, v in table.get("mean", {}).items()}
             self._log({"type": "eval", "val_r@1": round(r1, 4), **flat, **kept})
             if select and self.early.update(r1, self.step):
@@ -482,7 +482,9 @@ class Trainer:
             merged = copy.deepcopy(student.model)
             merged.backbone = merged.backbone.merge_and_unload()
             student = SentenceEncoder(merged, student.tokenizer, student.info, student.card)
-        student.save(tmp, languages=list(self.cfg.languages), provenance=provenance, retention=kept)
+        student.save(
+            tmp, languages=self.cfg.distilled_languages, provenance=provenance, retention=kept
+        )
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
 

@@ -24,7 +24,7 @@ def test_example_config_parses() -> None:
     s = load_settings(ROOT / "deploy" / "models.example.yaml")
     assert s.aliases["teacher"] in s.models and s.aliases["student"] in s.models
     assert s.models[s.aliases["teacher"]].path == "artifacts/models/all-mpnet-base-v2"
-    assert s.models[s.aliases["student"]].path == "artifacts/students/quick"
+    assert s.models[s.aliases["student"]].path == "artifacts/students/default"
     assert s.demo is not None and s.demo.texts
 
 

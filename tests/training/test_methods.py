@@ -108,6 +108,12 @@ def test_broad_english_is_mixed_in_at_the_ratio(models: dict, data: Path, tmp_pa
     stats = card["provenance"]["data_stats"]
     parallel = sum(stats["pairs"].values()) - stats["broad_english"]
     assert stats["broad_english"] == parallel  # ratio 0.5: as many as the parallel pairs
+    assert card["languages"] == ["de", "fr"]  # distilled on their pairs
+    run(models, data, tmp_path, "all", english_data=[str(source)], english_ratio=1.0, loss="fd")
+    card = json.loads((tmp_path / "all/student/polyclip.json").read_text())
+    assert card["languages"] == []  # broad English only: no language was distilled
+    tables = list(card["retention"].values())
+    assert tables and not any(r["distilled"] for t in tables for r in t["languages"].values())
     with pytest.raises(ConfigError, match="go together"):
         load_config("dr", {"english_data": [str(source)]})
 

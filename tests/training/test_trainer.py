@@ -30,7 +30,7 @@ from tests.tiny import save_teacher
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-RECIPES = ["fd", "ed", "sd", "mcl", "dr", "dr_fd", "dr_ed", "dr_ed_fd", "quick"]
+RECIPES = ["fd", "ed", "sd", "mcl", "dr", "dr_fd", "dr_ed", "dr_ed_fd", "default"]
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +78,11 @@ def student_state(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoint.pt", weights_only=True)["model"]
 
 
-def test_cli_quick_recipe_end_to_end(
+def test_cli_default_recipe_end_to_end(
     models: dict, data: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    argv = ["train", "--config", "training/recipes/quick.yaml", "--teacher", str(models["teacher"]),
+    argv = ["train", "--config", "training/recipes/default.yaml", "--teacher", str(models["teacher"]),
             "--student", str(models["student"]), "--data", str(data), "--out", str(out),
             "--languages", "de,fr", "--max-steps", "4", "--batch-size", "8", "--queue-size", "8",
             "--seed", "3", "--set", f"cache_dir={cache_dir}", "--set", "eval_every=2",
