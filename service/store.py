@@ -102,6 +102,13 @@ class QuantizedSearch:
     oversampling: float | None = None
     ignore: bool = False
 
+    def search_params(self, models: Any) -> Any:
+        """``SearchParams`` of ``models``: qdrant-client's or qdrant-edge's, which share names."""
+        q = models.QuantizationSearchParams(
+            ignore=self.ignore, rescore=self.rescore, oversampling=self.oversampling
+        )
+        return models.SearchParams(quantization=q)
+
 
 @dataclass(frozen=True)
 class PointRecord:

@@ -293,14 +293,7 @@ class EdgeStore:
         flt: FilterSpec | None,
         quantized: QuantizedSearch | None = None,
     ) -> list[Hit]:
-        params = None
-        if quantized is not None:
-            q = qe.QuantizationSearchParams(
-                ignore=quantized.ignore,
-                rescore=quantized.rescore,
-                oversampling=quantized.oversampling,
-            )
-            params = qe.SearchParams(quantization=q)
+        params = None if quantized is None else quantized.search_params(qe)
 
         def run(shard: qe.EdgeShard) -> list[Any]:
             request = qe.QueryRequest(

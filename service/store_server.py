@@ -153,14 +153,7 @@ class ServerStore:
         flt: FilterSpec | None,
         quantized: QuantizedSearch | None = None,
     ) -> list[Hit]:
-        params = None
-        if quantized is not None:
-            q = qm.QuantizationSearchParams(
-                ignore=quantized.ignore,
-                rescore=quantized.rescore,
-                oversampling=quantized.oversampling,
-            )
-            params = qm.SearchParams(quantization=q)
+        params = None if quantized is None else quantized.search_params(qm)
         result = self._do(
             "search",
             lambda: self.client.query_points(

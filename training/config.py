@@ -125,8 +125,10 @@ class TrainConfig:
 
     @property
     def distilled_languages(self) -> list[str]:
-        """Languages of the parallel pairs trained on: none when every pair is broad English."""
-        return [] if self.english_ratio >= 1 else list(self.languages)
+        """Languages of the parallel pairs trained on: none when every pair is broad English or
+        no step is taken (a least-squares head alone is fitted on English anchors)."""
+        untrained = self.max_steps == 0 and self.epochs == 0
+        return [] if self.english_ratio >= 1 or untrained else list(self.languages)
 
     def __post_init__(self) -> None:
         for key, allowed in CHOICES.items():
