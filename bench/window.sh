@@ -57,8 +57,12 @@ for p in fp32 int8; do
     --texts "$texts" --out "$out/efficiency-$p"
 done
 
-# Teacher + int8 student, as `make serve` runs them (soak indexes its own collection).
-serve "models: {teacher: {path: artifacts/models/all-mpnet-base-v2}, student: {path: $int8}}"
+# Teacher + int8 student, as `make serve` runs them (soak indexes its own collection). The int8
+# and uint8 output types need calibration ranges: the teacher's, and the student takes them.
+teacher=artifacts/models/all-mpnet-base-v2
+[ -f $teacher/calibration.npy ] || $bin/polyclip models calibrate $teacher --data "$data"
+[ -f "$int8/calibration.npy" ] || $bin/polyclip models calibrate "$int8" --like $teacher
+serve "models: {teacher: {path: $teacher}, student: {path: $int8}}"
 $bin/polyclip bench types --url $url --data "$data" --split val --langs de,fr,cs \
   --index-model teacher --query-model student --out "$out/types"
 $bin/polyclip bench soak --url $url --model student --index-model teacher --rate 40 \
