@@ -116,7 +116,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().endswith(f"data not found: {tmp_path / 'missing'}")
     assert main(["train", "--config", "nope"]) == 2
-    assert "shipped recipes: dr, dr_ed" in capsys.readouterr().err
+    assert "shipped recipes: default, dr, dr_ed" in capsys.readouterr().err
     assert main(["train", "--set", "lr=fast"]) == 2
     assert "lr must be float" in capsys.readouterr().err
     # checked with the config, before any data is read or the teacher runs
