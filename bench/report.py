@@ -262,7 +262,7 @@ def types_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['type']} | {r['dimension_bytes']} | {r['json_bytes_per_text']:.0f} | "
             f"{r['base64_bytes_per_text']:.0f} | "
-            + " | ".join("–" if m[s] is None else f"{m[s]:.1f}" for s in TYPE_SETTINGS)
+            + " | ".join(_fmt(m[s]) for s in TYPE_SETTINGS)
             + " |"
         )
     return "\n".join(lines) + "\n"
