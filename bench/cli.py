@@ -17,7 +17,7 @@ from polyclip.bench.report import (
     types_markdown,
     write_report,
 )
-from polyclip.bench.soak import SoakConfig, run_soak
+from polyclip.bench.soak import SoakConfig, parse_mix, run_soak
 from polyclip.bench.types import TypesConfig, run_types
 from polyclip.encoders.argtypes import int_list, parse_duration, positive_int, str_list
 from polyclip.encoders.captions import read_parallel, texts_sha256
@@ -138,6 +138,10 @@ def _add_soak(kinds: argparse._SubParsersAction) -> None:
     s.add_argument("--texts", metavar="FILE", help="one text per line (.gz ok)")
     s.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
     s.add_argument("--timeout", type=parse_duration, default=30.0, metavar="30s")
+    s.add_argument(
+        "--mix", type=parse_mix, default=None, metavar="embed=0.5,upsert=0.2,search=0.3",
+        help="share of each operation (default: the one shown); upsert=0 keeps the store fixed",
+    )  # fmt: skip
     s.add_argument("--out", default="artifacts/bench", help="directory for soak.json/.md/.png")
     s.set_defaults(func=cmd_soak)
 
@@ -147,7 +151,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     cfg = SoakConfig(
         url=args.url, model=args.model, index_model=args.index_model, rate=args.rate,
         duration_s=args.duration, clients=args.clients, api_key=args.api_key,
-        timeout_s=args.timeout,
+        timeout_s=args.timeout, **({"mix": args.mix} if args.mix else {}),
     )  # fmt: skip
     texts = read_lines(args.texts) if args.texts else list(CAPTIONS)
     report = asyncio.run(run_soak(cfg, texts))

@@ -5,10 +5,17 @@ counts from when it was due (a slow server cannot hide its queue by slowing the 
 The requests go round-robin over ``clients`` connections. The server's resident memory, threads
 and open files are sampled from its ``/metrics`` throughout: a leak shows as a trend. A 429 is
 backpressure by design and is counted apart from errors.
+
+Start-to-end differences mix one-offs (the collection's first segment and WAL files, thread
+pools that start on first use, allocator arenas growing to the largest batch) with leaks, so
+the report also gives the *steady state*: the least-squares slope of resident memory and the
+thread range over the samples after a warm-up (the first ``WARMUP_SHARE`` of the run), and the
+memory growth per point stored, since upserts grow the store by design.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import random
@@ -19,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
+import numpy as np
 
 from polyclip.bench.client import (
     BenchError,
@@ -31,6 +39,7 @@ from polyclip.bench.client import (
 )
 
 OPS = ("embed", "upsert", "search")
+WARMUP_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,25 @@ class SoakConfig:
     timeout_s: float = 30.0
     sample_every_s: float = 10.0
     seed: int = 0
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``embed=0.6,search=0.4`` as a share per operation (argparse type; unknown ops refused)."""
+    mix: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        op, _, weight = part.partition("=")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = -1.0
+        if op not in OPS or not value >= 0:
+            raise argparse.ArgumentTypeError(
+                f"--mix: expected OP=SHARE with OP in {', '.join(OPS)} and SHARE >= 0, got {part!r}"
+            )
+        mix[op] = value
+    if not sum(mix.values()) > 0:
+        raise argparse.ArgumentTypeError(f"--mix: no operation has a positive share: {text!r}")
+    return mix
 
 
 class _Tally:
@@ -135,6 +163,7 @@ async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
         samples.append({"t_s": round(elapsed, 1), **await server_process(admin)})
         await admin.delete(f"/collections/{name}")
     per_op = {}
+    stored = tally.statuses["upsert"].get("200", 0)
     for op in OPS:
         statuses = dict(sorted(tally.statuses[op].items()))
         sent = sum(statuses.values())
@@ -161,5 +190,29 @@ async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
             "start": samples[0] if samples else {},
             "end": samples[-1] if samples else {},
             "samples": samples,
+            "steady": steady_state(samples, elapsed * WARMUP_SHARE, stored),
         },
+    }
+
+
+def steady_state(samples: list[dict[str, float]], warmup_s: float, stored: int) -> dict[str, Any]:
+    """Memory slope (MiB per minute) and thread range after the warm-up; MiB per 1,000 points
+    stored over the whole run. ``{}`` with fewer than three samples after the warm-up."""
+    after = [x for x in samples if x["t_s"] >= warmup_s and "rss_bytes" in x]
+    if len(after) < 3:
+        return {}
+    t = np.array([x["t_s"] for x in after]) / 60
+    rss = np.array([x["rss_bytes"] for x in after]) / 2**20
+    slope = float(np.polyfit(t, rss, 1)[0])
+    grown = (samples[-1].get("rss_bytes", 0) - samples[0].get("rss_bytes", 0)) / 2**20
+    threads = [x["threads"] for x in after if "threads" in x]
+    return {
+        "warmup_s": round(warmup_s, 1),
+        "rss_start_mib": round(float(rss[0]), 1),
+        "rss_end_mib": round(float(rss[-1]), 1),
+        "rss_slope_mib_per_min": round(slope, 2),
+        "threads_min": min(threads, default=0),
+        "threads_max": max(threads, default=0),
+        "points_stored": stored,
+        "rss_mib_per_1k_points": round(grown / stored * 1000, 1) if stored else None,
     }

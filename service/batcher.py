@@ -12,6 +12,13 @@ client sending one text is not queued behind another's batch of 256; and a batch
 such a small request (at most ``SMALL_REQUEST`` inputs waiting) takes only inputs of small
 requests, so it is short. Nobody starves: an input that has waited ``FAIR_WAIT_S`` anchors
 the next batch, whatever its request's size.
+
+Small-first ordering cannot pre-empt a forward pass that is already running (64 captions take
+about 0.4 s on two cores), so an *express* worker serves small requests beside it: while the
+main worker is inside a forward pass, inputs of requests with at most ``SMALL_REQUEST`` inputs
+are cut into a batch of their own and run concurrently (sessions and modules in inference mode
+take concurrent calls). The two share the cores; a 1-text request then pays a slice of the
+large batch's compute instead of all of it. Every input is claimed by one worker only.
 """
 
 from __future__ import annotations
@@ -72,17 +79,24 @@ class _Request:
     rows: np.ndarray | None = None
     finished: bool = False  # resolved by the worker (the future itself is set on the loop)
     cancelled: bool = False  # set from the event loop on timeout or disconnect
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def done(self) -> bool:
         return self.cancelled or self.finished
 
+    @property
+    def small(self) -> bool:
+        return len(self.inputs) <= SMALL_REQUEST
+
     def put(self, index: int, row: np.ndarray) -> None:
-        if self.rows is None:
-            self.rows = np.empty((len(self.inputs), row.shape[0]), dtype=np.float32)
-        self.rows[index] = row
-        self.remaining -= 1
-        if self.remaining == 0:
+        with self.lock:  # two workers may each hold some of a small request's inputs
+            if self.rows is None:
+                self.rows = np.empty((len(self.inputs), row.shape[0]), dtype=np.float32)
+            self.rows[index] = row
+            self.remaining -= 1
+            complete = self.remaining == 0
+        if complete:
             self._resolve(BatchResult(self.rows, self.costs))
 
     def fail(self, exc: BaseException) -> None:
@@ -123,6 +137,7 @@ class Batcher:
         max_wait_s: float,
         max_queue_items: int,
         metrics: Metrics,
+        express: bool = True,
     ) -> None:
         self.name = name
         self.lanes = lanes
@@ -135,9 +150,16 @@ class Batcher:
         metrics.queue_capacity.labels(name).set(max_queue_items)
         metrics.queue_size.labels(name).set(0)
         self._cond = threading.Condition()
+        self._prepare_lock = threading.Lock()  # one tokenizer call at a time, each input once
         self._closing = False
-        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        self._busy = False  # the main worker is inside a forward pass
+        self._threads = [threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)]
+        if express:
+            self._threads.append(
+                threading.Thread(target=self._express, name=f"express-{name}", daemon=True)
+            )
+        for thread in self._threads:
+            thread.start()
 
     async def submit(self, lane: str, inputs: Sequence[Any]) -> BatchResult:
         """Queue ``inputs`` and wait for all their rows; cancelling drops what is not done."""
@@ -155,7 +177,7 @@ class Batcher:
                 raise QueueFull(f"model {self.name!r} has {len(self._pending)} inputs queued")
             self._pending.extend(_Item(req, i) for i in range(len(req.inputs)))
             self.metrics.queue_size.labels(self.name).set(len(self._pending))
-            self._cond.notify()
+            self._cond.notify_all()
         try:
             return await req.future
         except asyncio.CancelledError:
@@ -170,9 +192,11 @@ class Batcher:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.warning("model %s: worker still busy after %.0f s", self.name, timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("model %s: %s still busy after %.0f s", self.name, thread.name, timeout)
 
     # ---- worker thread ---------------------------------------------------------------------
     def _work(self) -> None:
@@ -181,12 +205,46 @@ class Batcher:
             if items is None:
                 return
             self._prepare(items)
-            batch = self._cut(items)
+            batch = self._claim(self._cut(items, *self._anchor(items)))
+            if not batch:
+                continue
             with self._cond:
-                taken = set(map(id, batch))
-                self._pending = [it for it in self._pending if id(it) not in taken]
-                self.metrics.queue_size.labels(self.name).set(len(self._pending))
-            self._run(batch)
+                self._busy = True
+                self._cond.notify_all()  # the express worker may now take small requests
+            try:
+                self._run(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+
+    def _express(self) -> None:
+        """While the main worker runs a forward pass, run small requests' inputs beside it."""
+        while True:
+            with self._cond:
+                while True:
+                    if self._closing:
+                        return  # the main worker drains what is left
+                    small = [it for it in self._pending if it.req.small and not it.req.done]
+                    if self._busy and small:
+                        break
+                    self._cond.wait()
+            self._prepare(small)
+            oldest = min(small, key=lambda it: it.req.enqueued)
+            batch = self._claim(self._cut(small, oldest, lambda it: True))
+            if batch:
+                self.metrics.express_batches.labels(self.name).inc()
+                self._run(batch)
+
+    def _claim(self, batch: list[_Item]) -> list[_Item]:
+        """Take ``batch`` off the queue; only the inputs still there (the other worker may have
+        claimed some since it was cut)."""
+        with self._cond:
+            queued = set(map(id, self._pending))
+            batch = [it for it in batch if id(it) in queued]
+            taken = set(map(id, batch))
+            self._pending = [it for it in self._pending if id(it) not in taken]
+            self.metrics.queue_size.labels(self.name).set(len(self._pending))
+        return batch
 
     def _wait_for_items(self) -> list[_Item] | None:
         """Everything still wanted, once the oldest input has waited ``max_wait_s`` (or enough
@@ -207,9 +265,13 @@ class Batcher:
 
     def _prepare(self, items: list[_Item]) -> None:
         """Prepare (tokenize) every fresh request's inputs, all of one lane in one call."""
-        fresh: dict[int, _Request] = {id(it.req): it.req for it in items if it.cost < 0}
-        if not fresh:
-            return
+        with self._prepare_lock:
+            self._prepare_locked(items)
+
+    def _prepare_locked(self, items: list[_Item]) -> None:
+        fresh: dict[int, _Request] = {
+            id(it.req): it.req for it in items if it.cost < 0 and not it.req.costs
+        }
         start = time.perf_counter()
         for name, lane in self.lanes.items():
             reqs = [r for r in fresh.values() if r.lane == name]
@@ -234,7 +296,10 @@ class Batcher:
         for it in items:
             if it.cost < 0:
                 it.cost = it.req.costs[it.index]
-        self.metrics.tokenization_duration.labels(self.name).observe(time.perf_counter() - start)
+        if fresh:
+            self.metrics.tokenization_duration.labels(self.name).observe(
+                time.perf_counter() - start
+            )
 
     def _anchor(self, items: list[_Item]) -> tuple[_Item, Callable[[_Item], bool]]:
         """The input the next batch is cut around, and which inputs may join it."""
@@ -247,9 +312,10 @@ class Batcher:
             return anchor, lambda it: waiting[id(it.req)] <= SMALL_REQUEST
         return anchor, lambda it: True
 
-    def _cut(self, items: list[_Item]) -> list[_Item]:
+    def _cut(
+        self, items: list[_Item], anchor: _Item, may_join: Callable[[_Item], bool]
+    ) -> list[_Item]:
         """The anchor plus its nearest neighbours by length, within the budgets."""
-        anchor, may_join = self._anchor(items)
         same = sorted(
             (it for it in items if it.req.lane == anchor.req.lane and may_join(it)),
             key=lambda x: x.cost,

@@ -51,6 +51,9 @@ class ModelConfig(_Strict):
     max_batch_size: int = Field(64, ge=1)
     max_wait_ms: float = Field(2.0, ge=0)  # how long a lone request waits for company
     max_queue_items: int = Field(4096, ge=1)  # texts/images waiting; beyond this: 429
+    # A second worker runs small requests (<= 8 inputs) beside a running large batch, so they
+    # do not wait for it; off: they wait for the forward pass in progress (all cores to one).
+    express: bool = True
 
 
 class Limits(_Strict):

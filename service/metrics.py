@@ -84,6 +84,12 @@ class Metrics:
             buckets=_SECONDS,
             registry=r,
         )
+        self.express_batches = Counter(
+            "te_batch_express",
+            "forward passes of small requests run beside a large batch (the express worker)",
+            ["model"],
+            registry=r,
+        )
         self.queue_duration = Histogram(
             "te_request_queue_duration",
             "seconds an input waited before its batch started",

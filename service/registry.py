@@ -132,6 +132,7 @@ def load_model(name: str, cfg: ModelConfig, metrics: Metrics) -> ServedModel:
         max_wait_s=cfg.max_wait_ms / 1000,
         max_queue_items=cfg.max_queue_items,
         metrics=metrics,
+        express=cfg.express,
     )
     log.info(
         "model %s: %s (%s, space %s, dim %d)",

@@ -36,6 +36,7 @@ class Recorder:
 
 
 def make(rec: Recorder, **kw: float) -> Batcher:
+    """Tests of the main worker's order turn the express worker off (``express=False``)."""
     opts = dict(max_batch_tokens=1000, max_batch_size=64, max_wait_s=0.05, max_queue_items=100)
     opts.update(kw)
     return Batcher("m", {"text": rec.lane()}, metrics=Metrics(), **opts)  # type: ignore[arg-type]
@@ -82,7 +83,7 @@ def test_batches_group_similar_lengths_within_the_token_budget() -> None:
 def test_full_queue_raises_and_cancelled_requests_are_dropped() -> None:
     rec = Recorder()
     rec.gate.clear()
-    b = make(rec, max_queue_items=4, max_wait_s=0)
+    b = make(rec, max_queue_items=4, max_wait_s=0, express=False)
 
     async def main() -> None:
         first = asyncio.create_task(b.submit("text", ["a"]))
@@ -153,7 +154,7 @@ def test_a_small_request_is_not_queued_behind_a_large_one() -> None:
     """A client with one text while another sends 90: the one text goes in the very next
     batch, alone with other small requests, not after the 90 (three more batches of 32)."""
     rec = Recorder()
-    b = make(rec, max_batch_size=32, max_wait_s=0.0)
+    b = make(rec, max_batch_size=32, max_wait_s=0.0, express=False)
 
     async def main() -> tuple:
         rec.gate.clear()
@@ -171,6 +172,68 @@ def test_a_small_request_is_not_queued_behind_a_large_one() -> None:
     assert sorted(rec.batches[1]) == ["s", "tt", "uu"]
 
 
+class BigHeld(Recorder):
+    """A lane whose batches of the large request ("b…" inputs) wait for the gate; others run."""
+
+    def run(self, xs: list[str]) -> np.ndarray:
+        if any(x.startswith("b") for x in xs):
+            self.entered.set()
+            self.gate.wait(10)
+        self.batches.append(list(xs))
+        return np.array([[len(x), ord(x[0])] for x in xs], dtype=np.float32)
+
+
+@pytest.mark.parametrize("express", [True, False])
+def test_the_express_worker_runs_small_requests_beside_a_large_batch(express: bool) -> None:
+    """While a batch of a large request is inside its forward pass, a 1-text request is served
+    beside it (express) instead of after it; without the express worker it has to wait."""
+    rec = BigHeld()
+    rec.gate.clear()
+    metrics = Metrics()
+    b = Batcher(
+        "m", {"text": rec.lane()}, max_batch_tokens=1000, max_batch_size=32, max_wait_s=0.0,
+        max_queue_items=200, metrics=metrics, express=express,
+    )  # fmt: skip
+
+    async def main() -> None:
+        big = asyncio.create_task(b.submit("text", [f"b{i:02d}" for i in range(90)]))
+        await asyncio.to_thread(rec.entered.wait, 10)  # the first 32 of the 90 are running
+        small = asyncio.create_task(b.submit("text", ["s"]))
+        done, _ = await asyncio.wait({small}, timeout=2 if express else 0.3)
+        assert (small in done) is express  # served while the large batch still runs, or not
+        rec.gate.set()
+        assert (await big).rows.shape == (90, 2)
+        assert (await small).rows.tolist() == [[1.0, ord("s")]]
+
+    asyncio.run(main())
+    b.close()
+    assert rec.batches.index(["s"]) == (0 if express else 1)
+    express_batches = metrics.registry.get_sample_value("te_batch_express_total", {"model": "m"})
+    assert (express_batches or 0.0) == (1.0 if express else 0.0)
+
+
+def test_with_two_workers_every_input_runs_once_and_comes_back_to_its_request() -> None:
+    """Small and large requests racing for both workers: no input is lost or run twice."""
+    rec = Recorder()
+    b = make(rec, max_batch_size=16, max_wait_s=0.0, max_queue_items=10_000)
+
+    async def main() -> list:
+        jobs = [
+            b.submit("text", [f"{chr(97 + i % 26)}{i}-{j}" for j in range(1 + (i * 7) % 40)])
+            for i in range(120)
+        ]
+        return await asyncio.gather(*jobs)
+
+    results = asyncio.run(main())
+    b.close()
+    ran = [x for batch in rec.batches for x in batch]
+    assert len(ran) == len(set(ran)) == sum(1 + (i * 7) % 40 for i in range(120))
+    for i, res in enumerate(results):
+        n = 1 + (i * 7) % 40
+        assert res.rows[:, 0].tolist() == [len(f"{chr(97 + i % 26)}{i}-{j}") for j in range(n)]
+        assert set(res.rows[:, 1]) == {97 + i % 26}
+
+
 def test_an_old_input_anchors_the_next_batch_whatever_its_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -179,7 +242,7 @@ def test_an_old_input_anchors_the_next_batch_whatever_its_request(
 
     monkeypatch.setattr(batcher, "FAIR_WAIT_S", 0.0)
     rec = Recorder()
-    b = make(rec, max_batch_size=32, max_wait_s=0.0)
+    b = make(rec, max_batch_size=32, max_wait_s=0.0, express=False)
 
     async def main() -> None:
         rec.gate.clear()

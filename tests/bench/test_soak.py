@@ -1,0 +1,34 @@
+"""The soak's own arithmetic: the operation mix and the steady-state figures."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from polyclip.bench.soak import parse_mix, steady_state
+
+MIB = 2**20
+
+
+def test_mix_parses_shares_and_refuses_unknown_or_empty() -> None:
+    assert parse_mix("embed=0.6, search=0.4") == {"embed": 0.6, "search": 0.4}
+    for bad in ("embed=x", "delete=1", "embed=-1", "embed=0,search=0", "embed"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--mix"):
+            parse_mix(bad)
+
+
+def test_steady_state_ignores_the_warm_up_and_measures_the_trend() -> None:
+    """A one-off jump in the warm-up and then flat: slope 0; a steady climb: its slope."""
+    flat = [{"t_s": 0.0, "rss_bytes": 100 * MIB, "threads": 20.0}] + [
+        {"t_s": float(t), "rss_bytes": 300 * MIB, "threads": 30.0 + (t // 60) % 2}
+        for t in range(60, 600, 60)
+    ]
+    s = steady_state(flat, warmup_s=120, stored=2000)
+    assert s["rss_slope_mib_per_min"] == 0 and (s["threads_min"], s["threads_max"]) == (30, 31)
+    assert s["rss_mib_per_1k_points"] == 100.0  # 200 MiB over the run for 2,000 points
+    climb = [{"t_s": float(t), "rss_bytes": (100 + t / 60 * 5) * MIB, "threads": 9.0}
+             for t in range(0, 600, 30)]  # fmt: skip
+    assert steady_state(climb, warmup_s=120, stored=0)["rss_slope_mib_per_min"] == pytest.approx(5)
+    assert steady_state(climb, warmup_s=120, stored=0)["rss_mib_per_1k_points"] is None
+    assert steady_state(climb[:3], warmup_s=120, stored=0) == {}
