@@ -131,8 +131,9 @@ define train_run
 	  $(BIN)/polyclip train $(2) --out $(1) && rm -f $(1)/checkpoint.pt; }
 endef
 sd_temp = $(if $(filter sd,$(1)),--set temperature=0.02)
-best_lr = $(shell $(BIN)/python -c "import json,sys; print(json.load(open(sys.argv[1]))['best']\
-	[sys.argv[2]]['lr'])" docs/results/grid/grid.json $(1))
+# An objective's best rate: LR_<objective> (e.g. LR_dr=3e-4) if given, else the grid's best.
+best_lr = $(or $(LR_$(1)),$(shell $(BIN)/python -c "import json,sys; print(json.load(open(sys.argv[1]))\
+	['best'][sys.argv[2]]['lr'])" docs/results/grid/grid.json $(1)))
 
 repro-grid: models
 	$(foreach obj,$(REPRO_OBJECTIVES),$(foreach lr,$(REPRO_LRS),\
@@ -152,7 +153,8 @@ repro-fd-diagnosis: models
 	  $(RUNS)/grid-fd-1e-5 $(RUNS)/diag-sd-t1 $(RUNS)/grid-sd-1e-4 --out docs/results/grid \
 	  --name diagnosis
 
-repro-epochs: repro-grid
+# Needs the grid's best rates: run repro-grid first, or give LR_<objective> for each objective.
+repro-epochs: models
 	$(foreach obj,$(REPRO_OBJECTIVES),\
 	  $(call train_run,$(RUNS)/epoch-$(obj),--config $(obj) $(REPRO_EPOCH) $(call sd_temp,$(obj)) \
 	    --lr $(call best_lr,$(obj)) --seed 0) || exit 1;)

@@ -8,12 +8,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from polyclip.encoders.report import new_figure
+from polyclip.encoders.report import fmt, new_figure
 from polyclip.encoders.report import write_report as write_files
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _errors(errors: dict[str, int]) -> str:
@@ -53,11 +49,11 @@ def load_markdown(report: dict[str, Any]) -> str:
         lat = lv["latency"]
         lines.append(
             f"| {lv['batch']} | {lv['concurrency']} | {lv['requests']} | {lv['ok']} "
-            f"| {_fmt(lv['requests_per_s'])} | {_fmt(lv['items_per_s'])} "
-            f"| {_fmt(lat['p50_ms'])} | {_fmt(lat['p95_ms'])} | {_fmt(lat['p99_ms'])} "
-            f"| {_fmt(lat['max_ms'])} | {_errors(lv['errors'])} | {_fmt(lv['client_cpu_s'], 2)} "
-            f"| {_fmt(lv['client_cpu_s_per_1k_requests'], 2)} "
-            f"| {_fmt(lv.get('server_cpu_s_per_1k_items'), 2)} |"
+            f"| {fmt(lv['requests_per_s'])} | {fmt(lv['items_per_s'])} "
+            f"| {fmt(lat['p50_ms'])} | {fmt(lat['p95_ms'])} | {fmt(lat['p99_ms'])} "
+            f"| {fmt(lat['max_ms'])} | {_errors(lv['errors'])} | {fmt(lv['client_cpu_s'], 2)} "
+            f"| {fmt(lv['client_cpu_s_per_1k_requests'], 2)} "
+            f"| {fmt(lv.get('server_cpu_s_per_1k_items'), 2)} |"
         )
     lines += [
         "",
@@ -110,7 +106,7 @@ def load_summary(report: dict[str, Any]) -> str:
         lines.append(
             f"batch {lv['batch']:>3} × {lv['concurrency']:>3} clients: "
             f"{lv['requests_per_s']:8.1f} req/s {lv['items_per_s']:9.1f} items/s  "
-            f"p50 {_fmt(lat['p50_ms']):>7} ms  p95 {_fmt(lat['p95_ms']):>7} ms  "
+            f"p50 {fmt(lat['p50_ms']):>7} ms  p95 {fmt(lat['p95_ms']):>7} ms  "
             f"errors {_errors(lv['errors'])}"
         )
     lines.append(f"client CPU: {report['client_cpu_s_total']:.2f} s")
@@ -135,8 +131,8 @@ def quality_markdown(report: dict[str, Any]) -> str:
         for lang, m in res["langs"].items():
             lines.append(
                 f"| {model} | {lang} | {m['queries']} | {m['r@1']:.1f} | {m['r@5']:.1f} "
-                f"| {m['r@10']:.1f} | {m['mrr@10']:.3f} | {_fmt(m['p50_ms'])} "
-                f"| {_fmt(m['p95_ms'])} |"
+                f"| {m['r@10']:.1f} | {m['mrr@10']:.3f} | {fmt(m['p50_ms'])} "
+                f"| {fmt(m['p95_ms'])} |"
             )
         mean = res["mean"]
         lines.append(
@@ -202,7 +198,7 @@ def soak_markdown(report: dict[str, Any]) -> str:
         lat = r["latency"]
         lines.append(
             f"| {op} | {r['sent']} | {r['ok']} | {r['backpressure_429']} | {_errors(r['errors'])} "
-            f"| {_fmt(lat['p50_ms'])} | {_fmt(lat['p95_ms'])} | {_fmt(lat['p99_ms'])} |"
+            f"| {fmt(lat['p50_ms'])} | {fmt(lat['p95_ms'])} | {fmt(lat['p99_ms'])} |"
         )
     mib = 2**20
     lines += [
@@ -244,7 +240,7 @@ def plot_soak(report: dict[str, Any]) -> Figure:
 
 
 def soak_summary(report: dict[str, Any]) -> str:
-    cells = [f"{op}: {r['ok']}/{r['sent']} ok, p95 {_fmt(r['latency']['p95_ms'])} ms"
+    cells = [f"{op}: {r['ok']}/{r['sent']} ok, p95 {fmt(r['latency']['p95_ms'])} ms"
              for op, r in report["ops"].items()]  # fmt: skip
     return "; ".join(cells) + f"; errors {report['errors_total']}"
 
@@ -274,7 +270,7 @@ def types_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['type']} | {r['dimension_bytes']} | {r['json_bytes_per_text']:.0f} | "
             f"{r['base64_bytes_per_text']:.0f} | "
-            + " | ".join(_fmt(m[s]) for s in TYPE_SETTINGS)
+            + " | ".join(fmt(m[s]) for s in TYPE_SETTINGS)
             + " |"
         )
     return "\n".join(lines) + "\n"

@@ -5,8 +5,8 @@
 #   efficiency-{fp32,int8}/  bench load 1x16 and 32x16 with the server's CPU, then the same
 #                            bundle in-process on the same texts (polyclip export efficiency)
 #   flame.svg                py-spy on the int8 server under 1 text x 16 clients
-#   fairness-{alone,noise}/  one client, one text per request, alone and beside a client that
-#                            sends 256 texts per request
+#   fairness/                one client, one text per request, alone and beside a client that
+#                            sends 256 texts per request, express worker on and off
 #   soak/                    embeds, indexes and searches at a fixed offered rate
 #   types/                   R@1 and bytes per embedding type (student queries, teacher index)
 # Texts: Multi30k val German captions; $POLYCLIP_DATA or ../shared/data/multi30k.
@@ -46,16 +46,12 @@ for p in fp32 int8; do
     $bin/py-spy record --pid "$pid" --duration 20 --rate 200 --subprocesses --nonblocking \
       --output "$out/flame.svg" || echo "py-spy failed (ptrace not allowed?)" >&2
     wait $load
-    $bin/polyclip bench load --url $url --model student --concurrency 1 --batch 1 \
-      --duration 20s --texts "$texts" --endpoint openai --out "$out/fairness-alone"
-    $bin/polyclip bench load --url $url --model student --concurrency 1 --batch 1 \
-      --duration 20s --texts "$texts" --endpoint openai --noise-batch 256 --noise-clients 1 \
-      --out "$out/fairness-noise"
   fi
   stop
   $bin/polyclip export efficiency --bundle "$bundle" --load "$out/efficiency-$p/load.json" \
     --texts "$texts" --out "$out/efficiency-$p"
 done
+bench/fairness.sh "$int8" "$out/fairness"
 
 # Teacher + int8 student, as `make serve` runs them (soak indexes its own collection). The int8
 # and uint8 output types need calibration ranges: the teacher's, and the student takes them.

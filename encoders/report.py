@@ -20,6 +20,11 @@ from polyclip.encoders.errors import PolyclipError
 DPI = 120
 
 
+def fmt(value: float | None, digits: int = 1) -> str:
+    """A table cell: the number at ``digits`` decimals, or an en dash where there is none."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def new_figure(width: float, height: float) -> Figure:
     """A figure in the one house style (constrained layout, Agg canvas, small legends)."""
     fig = Figure(figsize=(width, height), layout="constrained")

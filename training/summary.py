@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from polyclip.encoders.errors import PolyclipError
-from polyclip.encoders.report import new_figure, write_report
+from polyclip.encoders.report import fmt, new_figure, write_report
 from polyclip.encoders.space import CARD_FILE
 
 MIN_ENGLISH = 95.0  # en → en R@1 (%) a student needs before it may replace the teacher
@@ -95,8 +95,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         params = r["trained_params"]
         rate = "–" if r["lr"] is None else f"{r['lr']:g}"
         cells = [r["run"], str(r["objective"]), rate, str(r["seed"]),
-                 f"{r['best_step']} / {r['steps']}", _pct(r["val_r@1"]),
-                 *(_pct(r["r@1"].get(lang)) for lang in langs), *kept, _pct(r["en_r@1"]),
+                 f"{r['best_step']} / {r['steps']}", fmt(r["val_r@1"]),
+                 *(fmt(r["r@1"].get(lang)) for lang in langs), *kept, fmt(r["en_r@1"]),
                  "–" if r["score"] is None else f"{r['score']:.3f}",
                  "–" if params is None else f"{params / 1e6:.2f}M",
                  f"{r['wall_time_s']:.0f}" if r["wall_time_s"] else "–"]  # fmt: skip
@@ -108,10 +108,6 @@ def _retention(kept: dict[str, Any]) -> str:
     cells = ["–" if kept.get(k) is None else f"{kept[k]:.3f}" for k in ("distilled", "held_out")]
     worst = kept.get("min")
     return " / ".join(cells) + ("" if worst is None else f" ({worst:.3f})")
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
 
 
 def plot(rows: list[dict[str, Any]]) -> Figure:
