@@ -69,6 +69,13 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--int8-smooth-alpha", type=float, metavar="A", help="SmoothQuant α (0.5)")
     p.add_argument(
+        "--int8-op-types",
+        type=str_list,
+        metavar="OPS",
+        help="int8 (dynamic): ONNX op types to quantize, e.g. MatMul,Gather (default: "
+        "onnxruntime's set, fused Attention included)",
+    )
+    p.add_argument(
         "--calibration-data",
         type=Path,
         metavar="DIR",
@@ -163,7 +170,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     int8 = None
     chosen = (args.int8_keep_fp32, args.int8_reduce_range, args.int8_method,
-              args.int8_static_calibration, args.int8_smooth, args.int8_smooth_alpha)  # fmt: skip
+              args.int8_static_calibration, args.int8_smooth, args.int8_smooth_alpha,
+              args.int8_op_types)  # fmt: skip
     if any(v is not None for v in chosen):  # an explicit recipe, from the plain defaults
         int8 = Int8Recipe(
             keep_fp32=args.int8_keep_fp32 or "",
@@ -172,6 +180,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             static_calibration=args.int8_static_calibration or "minmax",
             smooth=args.int8_smooth or "",
             smooth_alpha=0.5 if args.int8_smooth_alpha is None else args.int8_smooth_alpha,
+            op_types=tuple(args.int8_op_types or ()),
         )
     if (int8 is not None or args.calibration_data) and args.precision != "int8":
         raise EncoderError("the --int8-* options and --calibration-data need --precision int8")

@@ -87,6 +87,25 @@ def test_st_teacher(tmp_path: Path, st_teacher_dir: Path, precision: str) -> Non
     assert _min_cos(bundle, ref) >= THRESHOLDS[precision]
 
 
+@pytest.mark.parametrize("op_types", [None, "MatMul,Attention"])
+def test_int8_op_types_decide_whether_fused_attention_is_quantized(
+    tmp_path: Path, st_teacher_dir: Path, op_types: str | None
+) -> None:
+    """BERT's recipe leaves the fused Attention ops (QKV projections) in fp32, the largest
+    int8 error on e5 students; --int8-op-types can put them back."""
+    argv = ["export", "--model", str(st_teacher_dir), "--out", str(tmp_path / "b")]
+    argv += ["--precision", "int8"] + (["--int8-op-types", op_types] if op_types else [])
+    assert main(argv) == 0
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "b" / "model.onnx")).graph.node}
+    conversion = read_bundle(tmp_path / "b")["towers"]["text"]["conversion"]
+    if op_types is None:
+        assert "Attention" in ops and "QAttention" not in ops
+        assert conversion["op_types"] == ["MatMul", "Gather", "EmbedLayerNormalization"]
+    else:
+        assert "QAttention" in ops and conversion["op_types"] == ["MatMul", "Attention"]
+    assert "DynamicQuantizeMatMul" in ops or "MatMulInteger" in ops
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_dual_bundle_holds_both_towers(tmp_path: Path, dual_dir: Path, precision: str) -> None:
     export_bundle(dual_dir, tmp_path / "b", ExportOptions(precision))
