@@ -142,6 +142,11 @@ def _add_soak(kinds: argparse._SubParsersAction) -> None:
         "--mix", type=parse_mix, default=None, metavar="embed=0.5,upsert=0.2,search=0.3",
         help="share of each operation (default: the one shown); upsert=0 keeps the store fixed",
     )  # fmt: skip
+    s.add_argument(
+        "--upsert-ids", type=int, default=0, metavar="N",
+        help="upserts overwrite N point ids in turn, so the collection stays the same size and "
+        "rising memory means a leak (default 0: every upsert adds a point)",
+    )  # fmt: skip
     s.add_argument("--out", default="artifacts/bench", help="directory for soak.json/.md/.png")
     s.set_defaults(func=cmd_soak)
 
@@ -151,7 +156,8 @@ def cmd_soak(args: argparse.Namespace) -> int:
     cfg = SoakConfig(
         url=args.url, model=args.model, index_model=args.index_model, rate=args.rate,
         duration_s=args.duration, clients=args.clients, api_key=args.api_key,
-        timeout_s=args.timeout, **({"mix": args.mix} if args.mix else {}),
+        timeout_s=args.timeout, upsert_ids=args.upsert_ids,
+        **({"mix": args.mix} if args.mix else {}),
     )  # fmt: skip
     texts = read_lines(args.texts) if args.texts else list(CAPTIONS)
     report = asyncio.run(run_soak(cfg, texts))

@@ -57,6 +57,9 @@ class SoakConfig:
     timeout_s: float = 30.0
     sample_every_s: float = 10.0
     seed: int = 0
+    # Upserts overwrite this many point ids in turn (0: every upsert adds a new point). A fixed
+    # set keeps the collection's size constant, so a rising memory line is a leak, not data.
+    upsert_ids: int = 0
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -86,13 +89,14 @@ class _Tally:
 
 
 async def _one(
-    client: httpx.AsyncClient, cfg: SoakConfig, op: str, due: float, text: str, name: str,
-    tally: _Tally,
+    client: httpx.AsyncClient, cfg: SoakConfig, op: str, due: float, i: int, text: str,
+    name: str, tally: _Tally,
 ) -> None:  # fmt: skip
     if op == "embed":
         call = client.post("/v1/embeddings", json={"model": cfg.model, "input": [text]})
     elif op == "upsert":
-        item = {"id": str(uuid.uuid4()), "text": text, "payload": {"text": text}}
+        point = i % cfg.upsert_ids if cfg.upsert_ids else str(uuid.uuid4())
+        item = {"id": point, "text": text, "payload": {"text": text}}
         call = client.post(f"/collections/{name}/points", json={"items": [item]})
     else:
         body = {"query": {"text": text}, "model": cfg.model, "limit": 10}
@@ -109,8 +113,8 @@ async def _one(
 
 async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
     """Offer ``rate`` requests per second for ``duration_s``; returns the JSON-ready report."""
-    if cfg.rate <= 0 or cfg.clients < 1:
-        raise BenchError("--rate must be > 0 and --clients >= 1")
+    if cfg.rate <= 0 or cfg.clients < 1 or cfg.upsert_ids < 0:
+        raise BenchError("--rate must be > 0, --clients >= 1 and --upsert-ids >= 0")
     rng = random.Random(cfg.seed)
     ops, weights = zip(*((op, cfg.mix.get(op, 0.0)) for op in OPS), strict=True)
     name = f"bench-soak-{uuid.uuid4().hex[:8]}"
@@ -147,8 +151,8 @@ async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
             if lock.locked():
                 tally.late += 1
             async with lock:
-                await _one(clients[i % len(clients)], cfg, op, due, texts[i % len(texts)], name,
-                           tally)  # fmt: skip
+                await _one(clients[i % len(clients)], cfg, op, due, i, texts[i % len(texts)],
+                           name, tally)  # fmt: skip
 
         sampler = asyncio.create_task(sample())
         for i in range(total):
@@ -161,9 +165,12 @@ async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
         elapsed = time.perf_counter() - start
         sampler.cancel()
         samples.append({"t_s": round(elapsed, 1), **await server_process(admin)})
+        info = await admin.get(f"/collections/{name}")
+        points = info.json().get("points_count") if info.status_code == 200 else None
         await admin.delete(f"/collections/{name}")
     per_op = {}
-    stored = tally.statuses["upsert"].get("200", 0)
+    upserted = tally.statuses["upsert"].get("200", 0)
+    stored = min(upserted, cfg.upsert_ids) if cfg.upsert_ids else upserted
     for op in OPS:
         statuses = dict(sorted(tally.statuses[op].items()))
         sent = sum(statuses.values())
@@ -184,6 +191,7 @@ async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
         "elapsed_s": round(elapsed, 1),
         "offered_per_s": cfg.rate,
         "late_starts": tally.late,
+        "collection_points": points,  # at the end, the 64 seed points included
         "ops": per_op,
         "errors_total": sum(sum(v["errors"].values()) for v in per_op.values()),
         "server": {

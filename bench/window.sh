@@ -62,5 +62,5 @@ serve "models: {teacher: {path: $teacher}, student: {path: $int8}}"
 $bin/polyclip bench types --url $url --data "$data" --split val --langs de,fr,cs \
   --index-model teacher --query-model student --out "$out/types"
 $bin/polyclip bench soak --url $url --model student --index-model teacher --rate 40 \
-  --clients 64 --duration "$soak" --texts "$texts" --out "$out/soak"
+  --clients 64 --duration "$soak" --upsert-ids 1000 --texts "$texts" --out "$out/soak"
 stop

@@ -269,13 +269,21 @@ def test_soak(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert not [n for n in names.json()["collections"] if n.startswith("bench-soak-")]
 
 
-def test_soak_mix_without_upserts_stores_nothing(server: str, tmp_path: Path) -> None:
+def test_soak_mix_and_a_fixed_set_of_upserted_ids(server: str, tmp_path: Path) -> None:
+    """--mix without upserts stores nothing; --upsert-ids N overwrites N points in turn."""
     argv = ["soak", "--url", server, "--rate", "20", "--duration", "2s", "--clients", "4",
             "--mix", "embed=1,search=1,upsert=0", "--out", str(tmp_path)]  # fmt: skip
     assert _bench(*argv) == 0
     report = json.loads((tmp_path / "soak.json").read_text("utf-8"))
     assert report["ops"]["upsert"]["sent"] == 0 and report["errors_total"] == 0
     assert report["ops"]["embed"]["sent"] + report["ops"]["search"]["sent"] == 40
+    assert report["collection_points"] == len(CAPTIONS[:64])  # the seed points only
+    argv = ["soak", "--url", server, "--rate", "20", "--duration", "2s", "--clients", "4",
+            "--mix", "upsert=1", "--upsert-ids", "3", "--out", str(tmp_path)]  # fmt: skip
+    assert _bench(*argv) == 0
+    report = json.loads((tmp_path / "soak.json").read_text("utf-8"))
+    assert report["ops"]["upsert"]["ok"] == 40 and report["errors_total"] == 0
+    assert report["collection_points"] == len(CAPTIONS[:64]) + 3
 
 
 def test_types(server: str, data_dir: Path, tmp_path: Path) -> None:
