@@ -145,7 +145,8 @@ repro-grid: models
 # Every finished grid run's retention on the other domain (.po val: make data-gettext), written
 # into its card, then the grid's summary again with it (a run set, not a choice: rates are
 # chosen on captions val above).
-GRID_RUNS = $(patsubst %/student/polyclip.json,%,$(wildcard $(RUNS)/grid-*/student/polyclip.json))
+GRID_RUNS = $(filter-out $(patsubst %/checkpoint.pt,%,$(wildcard $(RUNS)/grid-*/checkpoint.pt)),\
+	$(patsubst %/student/polyclip.json,%,$(wildcard $(RUNS)/grid-*/student/polyclip.json)))
 repro-grid-po: data-gettext
 	$(EVAL) --data $(GETTEXT) --split val --langs $(PO_LANGS) $(GRID_RUNS:%=--student %/student) \
 	  --out docs/results/grid/po-val

@@ -211,14 +211,15 @@ def soak_markdown(report: dict[str, Any]) -> str:
     ]
     steady = report["server"].get("steady")
     if steady:
-        per_point = steady["rss_mib_per_1k_points"]
+        stored, per_point = steady["points_stored"], steady["rss_mib_per_1k_points"]
         lines += [
             f"After the warm-up (the first {steady['warmup_s']:.0f} s): resident memory "
             f"{steady['rss_start_mib']:.0f} → {steady['rss_end_mib']:.0f} MiB, slope "
             f"{steady['rss_slope_mib_per_min']:+.2f} MiB/min; threads "
-            f"{steady['threads_min']:.0f}–{steady['threads_max']:.0f}. "
-            f"{steady['points_stored']} points stored"
-            + (f" ({per_point:.1f} MiB per 1,000 over the run)." if per_point is not None else "."),
+            f"{steady['threads_min']:.0f}–{steady['threads_max']:.0f}."
+            + ("" if stored is None else f" Upserts added {stored} points")
+            + ("" if per_point is None else f" ({per_point:.1f} MiB per 1,000 over the run)")
+            + ("" if stored is None else "."),
             "",
         ]
     return "\n".join(lines)

@@ -134,7 +134,9 @@ async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
         if r.status_code != 201:
             raise BenchError(f"cannot create {name}: {server_message(r)}")
         seed_items = [{"text": t, "payload": {"text": t}} for t in texts[:64]]
-        await admin.post(f"/collections/{name}/points", json={"items": seed_items})
+        r = await admin.post(f"/collections/{name}/points", json={"items": seed_items})
+        if r.status_code != 200:
+            raise BenchError(f"cannot seed {name}: {server_message(r)}")
         busy = [asyncio.Lock() for _ in clients]
         start = time.perf_counter()
         total = int(cfg.rate * cfg.duration_s)
@@ -169,8 +171,7 @@ async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
         points = info.json().get("points_count") if info.status_code == 200 else None
         await admin.delete(f"/collections/{name}")
     per_op = {}
-    upserted = tally.statuses["upsert"].get("200", 0)
-    stored = min(upserted, cfg.upsert_ids) if cfg.upsert_ids else upserted
+    stored = None if points is None else points - len(seed_items)  # what the upserts added
     for op in OPS:
         statuses = dict(sorted(tally.statuses[op].items()))
         sent = sum(statuses.values())
@@ -203,7 +204,9 @@ async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
     }
 
 
-def steady_state(samples: list[dict[str, float]], warmup_s: float, stored: int) -> dict[str, Any]:
+def steady_state(
+    samples: list[dict[str, float]], warmup_s: float, stored: int | None
+) -> dict[str, Any]:
     """Memory slope (MiB per minute) and thread range after the warm-up; MiB per 1,000 points
     stored over the whole run. ``{}`` with fewer than three samples after the warm-up."""
     after = [x for x in samples if x["t_s"] >= warmup_s and "rss_bytes" in x]
