@@ -79,7 +79,8 @@ def cpu_seconds() -> float:
 
 async def server_process(client: httpx.AsyncClient) -> dict[str, float]:
     """The server's own process figures from its ``/metrics`` (prometheus-client's process
-    collector): CPU seconds, resident bytes, threads, open files; empty if it has none."""
+    collector): CPU seconds, resident bytes (and their anonymous and file-backed parts),
+    threads, open files; empty if it has none."""
     try:
         text = (await client.get("/metrics")).text
     except httpx.HTTPError:
@@ -89,6 +90,8 @@ async def server_process(client: httpx.AsyncClient) -> dict[str, float]:
         "process_resident_memory_bytes": "rss_bytes",
         "te_process_threads": "threads",
         "process_open_fds": "open_fds",
+        'te_process_resident_memory_split_bytes{kind="anon"}': "rss_anon_bytes",
+        'te_process_resident_memory_split_bytes{kind="file"}': "rss_file_bytes",
     }
     found: dict[str, float] = {}
     for line in text.splitlines():

@@ -212,10 +212,14 @@ def soak_markdown(report: dict[str, Any]) -> str:
     steady = report["server"].get("steady")
     if steady:
         stored, per_point = steady["points_stored"], steady["rss_mib_per_1k_points"]
+        anon = steady.get("rss_anon_slope_mib_per_min")
         lines += [
             f"After the warm-up (the first {steady['warmup_s']:.0f} s): resident memory "
             f"{steady['rss_start_mib']:.0f} → {steady['rss_end_mib']:.0f} MiB, slope "
-            f"{steady['rss_slope_mib_per_min']:+.2f} MiB/min; threads "
+            f"{steady['rss_slope_mib_per_min']:+.2f} MiB/min (second half "
+            f"{steady['rss_slope_second_half_mib_per_min']:+.2f}"
+            + ("" if anon is None else f"; anonymous memory {anon:+.2f}")
+            + "); threads "
             f"{steady['threads_min']:.0f}–{steady['threads_max']:.0f}."
             + ("" if stored is None else f" Upserts added {stored} points")
             + ("" if per_point is None else f" ({per_point:.1f} MiB per 1,000 over the run)")
@@ -231,7 +235,11 @@ def plot_soak(report: dict[str, Any]) -> Figure:
     ax_mem, ax_thr = fig.subplots(1, 2)
     samples = report["server"]["samples"]
     t = [x["t_s"] for x in samples]
-    ax_mem.plot(t, [x.get("rss_bytes", np.nan) / 2**20 for x in samples], "o-")
+    for key, label in (("rss_bytes", "all"), ("rss_anon_bytes", "anonymous"),
+                       ("rss_file_bytes", "file-backed")):  # fmt: skip
+        if any(key in x for x in samples):
+            ax_mem.plot(t, [x.get(key, np.nan) / 2**20 for x in samples], "o-", ms=3, label=label)
+    ax_mem.legend(fontsize=8)
     ax_thr.plot(t, [x.get("threads", np.nan) for x in samples], "o-", color="C1")
     for ax, title in ((ax_mem, "resident memory (MiB)"), (ax_thr, "OS threads")):
         ax.set_xlabel("seconds")

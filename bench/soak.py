@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from tqdm.auto import tqdm
 
 from polyclip.bench.client import (
     BenchError,
@@ -157,13 +158,18 @@ async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
                            name, tally)  # fmt: skip
 
         sampler = asyncio.create_task(sample())
+        progress = tqdm(total=total, desc="soak", unit="req", mininterval=5)
         for i in range(total):
             due = start + i / cfg.rate
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             op = rng.choices(ops, weights)[0]
             tasks.append(asyncio.create_task(send(i, op, due)))
             tasks = [t for t in tasks if not t.done()]
+            progress.update()
+            if samples and "rss_bytes" in samples[-1]:
+                progress.set_postfix(rss_mib=round(samples[-1]["rss_bytes"] / 2**20), refresh=False)
         await asyncio.gather(*tasks)
+        progress.close()
         elapsed = time.perf_counter() - start
         sampler.cancel()
         samples.append({"t_s": round(elapsed, 1), **await server_process(admin)})
@@ -207,14 +213,23 @@ async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
 def steady_state(
     samples: list[dict[str, float]], warmup_s: float, stored: int | None
 ) -> dict[str, Any]:
-    """Memory slope (MiB per minute) and thread range after the warm-up; MiB per 1,000 points
-    stored over the whole run. ``{}`` with fewer than three samples after the warm-up."""
+    """Memory slope (MiB per minute) and thread range after the warm-up, and the slope over the
+    second half of that window (growth that is levelling off has a smaller one than the whole;
+    a leak keeps its rate), and the slope of the anonymous part where the server reports it;
+    MiB per 1,000 points stored over the whole run. ``{}`` with fewer than three samples after
+    the warm-up."""
     after = [x for x in samples if x["t_s"] >= warmup_s and "rss_bytes" in x]
     if len(after) < 3:
         return {}
     t = np.array([x["t_s"] for x in after]) / 60
     rss = np.array([x["rss_bytes"] for x in after]) / 2**20
     slope = float(np.polyfit(t, rss, 1)[0])
+    late = t >= (t[0] + t[-1]) / 2
+    late_slope = float(np.polyfit(t[late], rss[late], 1)[0]) if late.sum() >= 3 else slope
+    # The anonymous part alone (heaps, arenas): mapped files (the store's WAL and segments)
+    # grow and shrink with the data and can be dropped by the kernel; a leak is anonymous.
+    anon = np.array([x.get("rss_anon_bytes", np.nan) for x in after]) / 2**20
+    anon_slope = None if np.isnan(anon).any() else round(float(np.polyfit(t, anon, 1)[0]), 2)
     grown = (samples[-1].get("rss_bytes", 0) - samples[0].get("rss_bytes", 0)) / 2**20
     threads = [x["threads"] for x in after if "threads" in x]
     return {
@@ -222,6 +237,8 @@ def steady_state(
         "rss_start_mib": round(float(rss[0]), 1),
         "rss_end_mib": round(float(rss[-1]), 1),
         "rss_slope_mib_per_min": round(slope, 2),
+        "rss_slope_second_half_mib_per_min": round(late_slope, 2),
+        "rss_anon_slope_mib_per_min": anon_slope,
         "threads_min": min(threads, default=0),
         "threads_max": max(threads, default=0),
         "points_stored": stored,

@@ -53,14 +53,13 @@ for p in fp32 int8; do
 done
 bench/fairness.sh "$int8" "$out/fairness"
 
-# Teacher + int8 student, as `make serve` runs them (soak indexes its own collection). The int8
-# and uint8 output types need calibration ranges: the teacher's, and the student takes them.
+# Teacher + int8 student, as `make serve` runs them. The int8 and uint8 output types need
+# calibration ranges: the teacher's, and the student takes them.
 teacher=artifacts/models/all-mpnet-base-v2
 [ -f $teacher/calibration.npy ] || $bin/polyclip models calibrate $teacher --data "$data"
 [ -f "$int8/calibration.npy" ] || $bin/polyclip models calibrate "$int8" --like $teacher
 serve "models: {teacher: {path: $teacher}, student: {path: $int8}}"
 $bin/polyclip bench types --url $url --data "$data" --split val --langs de,fr,cs \
   --index-model teacher --query-model student --out "$out/types"
-$bin/polyclip bench soak --url $url --model student --index-model teacher --rate 40 \
-  --clients 64 --duration "$soak" --upsert-ids 1000 --texts "$texts" --out "$out/soak"
 stop
+bench/soak.sh "$int8" "$out/soak" "$soak"

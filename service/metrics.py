@@ -122,6 +122,14 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         threads.set_function(os_threads)
+        resident = Gauge(
+            "te_process_resident_memory_split_bytes",
+            "resident memory by kind: anon (heaps and arenas, where a leak shows), file (mapped "
+            "files: weights, the store's segments and WAL; the kernel can drop them), shmem",
+            ["kind"], registry=r,
+        )  # fmt: skip
+        for kind, field in (("anon", "RssAnon"), ("file", "RssFile"), ("shmem", "RssShmem")):
+            resident.labels(kind).set_function(lambda field=field: proc_status(field) or 0.0)
 
     def forget_collection(self, name: str) -> None:
         """Drop a dropped collection's series: labels must not outlive what they name."""
@@ -136,11 +144,22 @@ class Metrics:
 def os_threads() -> float:
     """Every thread of this process (``/proc``), not only Python's: onnxruntime's and the
     store's pools are where a leak would show."""
+    return proc_status("Threads") or float(threading.active_count())
+
+
+def proc_status(field: str) -> float | None:
+    """One field of ``/proc/self/status`` as a number (``kB`` fields in bytes); None where
+    there is no such file or field (not Linux)."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
-            return float(next(line.split()[1] for line in f if line.startswith("Threads:")))
-    except (OSError, StopIteration):
-        return float(threading.active_count())
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name == field:
+                    value, *unit = rest.split()
+                    return float(value) * (1024 if unit == ["kB"] else 1)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 class RequestMetrics:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pytest
 
 from polyclip.bench.soak import parse_mix, steady_state
@@ -30,5 +31,15 @@ def test_steady_state_ignores_the_warm_up_and_measures_the_trend() -> None:
     climb = [{"t_s": float(t), "rss_bytes": (100 + t / 60 * 5) * MIB, "threads": 9.0}
              for t in range(0, 600, 30)]  # fmt: skip
     assert steady_state(climb, warmup_s=120, stored=0)["rss_slope_mib_per_min"] == pytest.approx(5)
+    assert steady_state(climb, warmup_s=120, stored=0)[
+        "rss_slope_second_half_mib_per_min"
+    ] == pytest.approx(5)  # a leak keeps its rate
+    assert steady_state(climb, warmup_s=120, stored=0)["rss_anon_slope_mib_per_min"] is None
+    split = [{**x, "rss_anon_bytes": x["rss_bytes"] / 2} for x in climb]
+    assert steady_state(split, warmup_s=120, stored=0)["rss_anon_slope_mib_per_min"] == 2.5
+    levelling = [{"t_s": float(t), "rss_bytes": (100 + 60 * (1 - np.exp(-t / 200))) * MIB}
+                 for t in range(0, 1800, 30)]  # fmt: skip
+    s = steady_state(levelling, warmup_s=120, stored=0)
+    assert 0 < s["rss_slope_second_half_mib_per_min"] < s["rss_slope_mib_per_min"] / 5
     assert steady_state(climb, warmup_s=120, stored=0)["rss_mib_per_1k_points"] is None
     assert steady_state(climb[:3], warmup_s=120, stored=0) == {}

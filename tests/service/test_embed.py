@@ -144,6 +144,21 @@ def test_metrics_have_tei_names(client: TestClient) -> None:
     assert 'route="/embed/text"' in text and 'model="student-tiny"' in text
 
 
+def test_resident_memory_is_split_into_anonymous_and_file_backed(client: TestClient) -> None:
+    """A leak is anonymous memory; mapped files (weights, the store's WAL) are not: the soak
+    needs the two apart, and together they are the process's resident memory."""
+    series = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith(("te_process_resident_memory_split_bytes", "process_resident"))
+    }
+    anon = series['te_process_resident_memory_split_bytes{kind="anon"}']
+    file = series['te_process_resident_memory_split_bytes{kind="file"}']
+    shmem = series['te_process_resident_memory_split_bytes{kind="shmem"}']
+    assert anon > 0 and file > 0
+    assert anon + file + shmem == pytest.approx(series["process_resident_memory_bytes"], rel=0.05)
+
+
 def test_models_list_shows_each_students_retention(
     make_settings: Callable[..., Settings], xlmr_dir: Path, clip_space: str, tmp_path: Path
 ) -> None:
