@@ -8,7 +8,7 @@ MODELS ?= artifacts/models
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install models english-packages serve data data-gettext test test-unit test-real lint format clean \
-	repro-grid repro-grid-po repro-fd-diagnosis repro-epochs repro-seeds repro-cpu repro-methods repro-default
+	repro-grid repro-grid-po repro-fd-diagnosis repro-epochs repro-epochs-po repro-seeds repro-cpu repro-methods repro-default
 
 install: $(VENV)/.installed
 
@@ -142,15 +142,21 @@ repro-grid: models
 	$(BIN)/polyclip train summary $(foreach obj,$(REPRO_OBJECTIVES),$(foreach lr,$(REPRO_LRS),\
 	  $(RUNS)/grid-$(obj)-$(lr))) --out docs/results/grid --name grid
 
-# Every finished grid run's retention on the other domain (.po val: make data-gettext), written
-# into its card, then the grid's summary again with it (a run set, not a choice: rates are
-# chosen on captions val above).
-GRID_RUNS = $(filter-out $(patsubst %/checkpoint.pt,%,$(wildcard $(RUNS)/grid-*/checkpoint.pt)),\
-	$(patsubst %/student/polyclip.json,%,$(wildcard $(RUNS)/grid-*/student/polyclip.json)))
+# Every finished run of a set's retention on the other domain (.po val: make data-gettext),
+# written into its card, then the set's summary again with it (a run set, not a choice: rates
+# and objectives are chosen on captions val). repro-grid-po: grid-* runs; repro-epochs-po:
+# epoch-* runs (those finished so far).
+done_runs = $(filter-out $(patsubst %/checkpoint.pt,%,$(wildcard $(RUNS)/$(1)-*/checkpoint.pt)),\
+	$(patsubst %/student/polyclip.json,%,$(wildcard $(RUNS)/$(1)-*/student/polyclip.json)))
 repro-grid-po: data-gettext
-	$(EVAL) --data $(GETTEXT) --split val --langs $(PO_LANGS) $(GRID_RUNS:%=--student %/student) \
-	  --out docs/results/grid/po-val
-	$(BIN)/polyclip train summary $(GRID_RUNS) --out docs/results/grid --name grid
+	$(call set_po,grid,grid)
+repro-epochs-po: data-gettext
+	$(call set_po,epoch,epochs)
+define set_po
+	$(EVAL) --data $(GETTEXT) --split val --langs $(PO_LANGS) \
+	  $(patsubst %,--student %/student,$(call done_runs,$(1))) --out docs/results/$(2)/po-val
+	$(BIN)/polyclip train summary $(call done_runs,$(1)) --out docs/results/$(2) --name $(2)
+endef
 
 # Why FD sat at chance before: the random head and the 1/768 reduction, one at a time (FD, 1e-5).
 repro-fd-diagnosis: models
