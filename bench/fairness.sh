@@ -5,22 +5,16 @@
 # Texts: Multi30k val German captions; $POLYCLIP_DATA or ../shared/data/multi30k.
 set -euo pipefail
 bundle=$1 out=$2 duration=${3:-20s}
-data=${POLYCLIP_DATA:-../shared/data/multi30k}
-bin=.venv/bin
 port=7992
-url=http://127.0.0.1:$port
+source bench/serve.sh
 mkdir -p "$out"
 for express in true false; do
-  cfg=$(mktemp --suffix=.yaml)
-  printf 'models: {student: {path: %s, express: %s}}\ndata_dir: %s\n' \
-    "$bundle" "$express" "$(mktemp -d)" > "$cfg"
-  $bin/polyclip serve --config "$cfg" --port $port --log-level warning & pid=$!
-  for _ in $(seq 1 300); do curl -sf "$url/ready" >/dev/null && break; sleep 1; done
+  serve "models: {student: {path: $bundle, express: $express}}"
   load="$bin/polyclip bench load --url $url --model student --concurrency 1 --batch 1 \
     --duration $duration --texts $data/val.de.gz --endpoint openai"
   $load --out "$out/express-$express-alone"
   $load --noise-batch 256 --noise-clients 1 --out "$out/express-$express-noise"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  stop
 done
 $bin/python - "$out" <<'PY'
 import json, sys

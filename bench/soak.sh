@@ -6,15 +6,9 @@
 # Texts: Multi30k val German captions; $POLYCLIP_DATA or ../shared/data/multi30k.
 set -euo pipefail
 student=$1 out=$2 duration=${3:-10m}
-data=${POLYCLIP_DATA:-../shared/data/multi30k}
-bin=.venv/bin
 port=7993
-url=http://127.0.0.1:$port
-cfg=$(mktemp --suffix=.yaml)
-printf 'models: {teacher: {path: artifacts/models/all-mpnet-base-v2}, student: {path: %s}}\ndata_dir: %s\n' \
-  "$student" "$(mktemp -d)" > "$cfg"
-$bin/polyclip serve --config "$cfg" --port $port --log-level warning & pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do curl -sf "$url/ready" >/dev/null && break; sleep 1; done
-$bin/polyclip bench soak --url $url --model student --index-model teacher --rate 40 \
+source bench/serve.sh
+trap stop EXIT
+serve "models: {teacher: {path: artifacts/models/all-mpnet-base-v2}, student: {path: $student}}"
+$bin/polyclip bench soak --url "$url" --model student --index-model teacher --rate 40 \
   --clients 64 --duration "$duration" --upsert-ids 1000 --texts "$data/val.de.gz" --out "$out"

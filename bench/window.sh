@@ -12,26 +12,10 @@
 # Texts: Multi30k val German captions; $POLYCLIP_DATA or ../shared/data/multi30k.
 set -euo pipefail
 fp32=$1 int8=$2 out=$3 soak=${4:-5m}
-data=${POLYCLIP_DATA:-../shared/data/multi30k}
-bin=.venv/bin
 port=7991
-url=http://127.0.0.1:$port
+source bench/serve.sh
 texts=$data/val.de.gz
 mkdir -p "$out"
-
-wait_up() {
-  for _ in $(seq 1 300); do curl -sf "$url/ready" >/dev/null && return 0; sleep 1; done
-  echo "server on $port did not come up" >&2; return 1
-}
-stop() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
-
-serve() {  # config lines (YAML)
-  local cfg
-  cfg=$(mktemp --suffix=.yaml)
-  printf '%s\ndata_dir: %s\n' "$1" "$(mktemp -d)" > "$cfg"
-  $bin/polyclip serve --config "$cfg" --port $port --log-level warning & pid=$!
-  wait_up
-}
 
 for p in fp32 int8; do
   bundle=$fp32; [ $p = int8 ] && bundle=$int8
