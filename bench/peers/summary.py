@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from polyclip.encoders.report import new_figure, write_report
 
 OURS = "polyclip-int8"
-INFINITY = ("infinity-torch", "infinity-optimum")
+INFINITY = ("infinity-torch", "infinity-optimum-int8", "infinity-optimum-fp32")
 TARGET = 3.0
 
 

@@ -227,7 +227,7 @@ def test_binary_codes_score_as_agreeing_bits() -> None:
 
 def test_peer_summary_takes_medians_over_rounds(tmp_path: Path) -> None:
     """Medians over the rounds that ran a level without errors, and polyclip int8 against the
-    faster of infinity's two engines."""
+    fastest of infinity's engines (torch, optimum int8, optimum fp32)."""
     from polyclip.bench.peers.summary import main as summary
 
     def level(items: float, p95: float, ok: int = 10) -> dict:
@@ -235,7 +235,8 @@ def test_peer_summary_takes_medians_over_rounds(tmp_path: Path) -> None:
                 "items_per_s": items, "latency": {"p95_ms": p95}}  # fmt: skip
 
     runs = {"polyclip-int8": [300, 330, 310], "infinity-torch": [100, 90, 120],
-            "infinity-optimum": [80, 110, 105]}  # fmt: skip
+            "infinity-optimum-int8": [80, 110, 105],
+            "infinity-optimum-fp32": [70, 75, 72]}  # fmt: skip
     for server, speeds in runs.items():
         for r, items in enumerate(speeds, 1):
             d = tmp_path / f"round-{r}" / server
@@ -248,7 +249,8 @@ def test_peer_summary_takes_medians_over_rounds(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "peers.json").read_text())
     speed = {r["server"]: (r["texts_per_s"], r["rounds"]) for r in report["rows"]}
     assert speed == {"polyclip-int8": (310, 3), "infinity-torch": (100, 3),
-                     "infinity-optimum": (105, 3)}  # fmt: skip
+                     "infinity-optimum-int8": (105, 3),
+                     "infinity-optimum-fp32": (72, 3)}  # fmt: skip
     assert report["ratios"] == [
         {"batch": 1, "concurrency": 16, "vs_best_infinity": 2.95, "met": False}
     ]
