@@ -40,6 +40,19 @@ def init_distributed(device: str) -> Dist:
     return Dist(dist.get_rank(), world, dev)
 
 
+def close_distributed() -> None:
+    """Tear the process group down, once every rank is here and the models that used it are gone.
+
+    Why the barrier: a gloo worker thread may still be releasing the tensors of the last
+    collective, which takes the GIL, while destroying the group joins those threads with the
+    GIL held (pytorch/pytorch#56297): a deadlock at exit. Waiting in a collective first
+    releases the GIL until every rank, and so every earlier collective, is done.
+    """
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU runs bf16 matmuls natively (AVX512-BF16/AMX); elsewhere bf16 is slow."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -55,7 +55,7 @@ from polyclip.training.english import english_sources, read_english
 from polyclip.training.heads import feature_cache, init_head_lstsq
 from polyclip.training.losses import Targets, build_loss
 from polyclip.training.retention import BaseReference
-from polyclip.training.runtime import Dist, autocast_dtype, init_distributed
+from polyclip.training.runtime import Dist, autocast_dtype, close_distributed, init_distributed
 from polyclip.training.teacher_cache import TeacherCache
 
 log = logging.getLogger(__name__)
@@ -536,7 +536,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run one configured training job; under torchrun, tear the process group down after."""
     ctx = init_distributed(cfg.device)
     try:
-        return Trainer(cfg, ctx).fit()
+        return Trainer(cfg, ctx).fit()  # the trainer (and its DDP reducer) is freed here
     finally:
-        if ctx.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        if ctx.world > 1:
+            close_distributed()

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 from safetensors.torch import load_file
@@ -23,6 +22,7 @@ from polyclip.encoders.load import load_text_encoder
 from polyclip.encoders.sentence import SentenceEncoder
 from polyclip.training.config import ConfigError, TrainConfig, load_config, resolve_recipe
 from polyclip.training.heads import fit_ridge, pooled_features
+from polyclip.training.runtime import close_distributed
 from polyclip.training.teacher_cache import TeacherCache
 from polyclip.training.trainer import EarlyStopping, Trainer, train
 from tests.captions import captions, write_aligned, write_lines
@@ -327,7 +327,8 @@ def _ddp_worker(rank: int, world: int, port: int, kw: dict) -> None:
     trainer.fit()
     state = {**trainer.student.model.state_dict(), "queue": trainer.loss.dr.queue}
     torch.save(state, Path(kw["out"]).parent / f"rank{rank}.pt")
-    dist.destroy_process_group()
+    del trainer  # its DDP reducer holds the group: free it first, as train() does
+    close_distributed()
 
 
 def test_ddp_two_ranks_on_gloo(models: dict, data: Path, cache_dir: Path, tmp_path: Path) -> None:
