@@ -40,16 +40,18 @@ def init_distributed(device: str) -> Dist:
     return Dist(dist.get_rank(), world, dev)
 
 
-def close_distributed() -> None:
-    """Tear the process group down, once every rank is here and the models that used it are gone.
+def close_distributed(barrier: bool = True) -> None:
+    """Tear the process group down, once the models that used it are gone.
 
     Why the barrier: a gloo worker thread may still be releasing the tensors of the last
     collective, which takes the GIL, while destroying the group joins those threads with the
     GIL held (pytorch/pytorch#56297): a deadlock at exit. Waiting in a collective first
-    releases the GIL until every rank, and so every earlier collective, is done.
+    releases the GIL until every rank, and so every earlier collective, is done. After a
+    failure, ``barrier=False``: the other ranks may never reach it.
     """
     if dist.is_initialized():
-        dist.barrier()
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -535,8 +535,12 @@ class Trainer:
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run one configured training job; under torchrun, tear the process group down after."""
     ctx = init_distributed(cfg.device)
+    if ctx.world == 1:
+        return Trainer(cfg, ctx).fit()
     try:
-        return Trainer(cfg, ctx).fit()  # the trainer (and its DDP reducer) is freed here
-    finally:
-        if ctx.world > 1:
-            close_distributed()
+        result = Trainer(cfg, ctx).fit()  # the trainer (and its DDP reducer) is freed here
+    except BaseException:
+        close_distributed(barrier=False)
+        raise
+    close_distributed()
+    return result
