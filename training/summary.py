@@ -128,6 +128,7 @@ def plot(rows: list[dict[str, Any]]) -> Figure:
         ax.set_xscale("log")
         ax.set_xlabel("peak learning rate")
         ax.set_ylabel("best val R@1 (%)")
+        ax.legend(fontsize="small")
     else:
         y = np.arange(len(rows))
         ax.barh(y - 0.2, [r["val_r@1"] or np.nan for r in rows], 0.4, label="val R@1 (%)")
@@ -136,8 +137,9 @@ def plot(rows: list[dict[str, Any]]) -> Figure:
         ax.set_yticks(y, [r["run"] for r in rows], fontsize="small")
         ax.invert_yaxis()
         ax.set_xlabel("%")
+        # Above the axes: the bars run to ~100%, where a legend inside would cover them.
+        fig.legend(loc="outside upper center", ncols=2, fontsize="small")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
     return fig
 
 
