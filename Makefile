@@ -179,7 +179,7 @@ repro-epochs: models
 
 # The two objectives with the best one-epoch val R@1 (read once the epochs are done).
 REPRO_TOP2 ?= $(shell $(BIN)/python -c "import json; b=json.load(open('docs/results/epochs/epochs.json'))\
-	['best']; print(*sorted(b, key=lambda o: -b[o]['val_r@1'])[:2])")
+	['best']; print(*[o.replace('+', '_') for o in sorted(b, key=lambda o: -b[o]['val_r@1'])[:2]])")
 repro-seeds: repro-epochs
 	$(foreach obj,$(REPRO_TOP2),\
 	  $(call train_run,$(RUNS)/epoch-$(obj)-seed1,--config $(obj) $(REPRO_EPOCH) \
