@@ -8,7 +8,7 @@ MODELS ?= artifacts/models
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install models english-packages serve data data-gettext test test-unit test-real lint format clean \
-	repro-grid repro-grid-po repro-fd-diagnosis repro-epochs repro-epochs-po repro-seeds repro-cpu repro-methods repro-default
+	repro-grid repro-grid-po repro-fd-diagnosis repro-epochs repro-epochs-po repro-seeds repro-epochs-eval repro-cpu repro-methods repro-default
 
 install: $(VENV)/.installed
 
@@ -192,9 +192,12 @@ EVAL = $(BIN)/polyclip eval --teacher $(MODELS)/all-mpnet-base-v2 \
 EPOCH_RUNS = $(foreach obj,$(REPRO_OBJECTIVES),$(RUNS)/epoch-$(obj)) \
 	$(foreach obj,$(REPRO_TOP2),$(RUNS)/epoch-$(obj)-seed1)
 
-# The whole comparison: retention on all of val (captions and .po, into the cards), the summary
-# again with it, then the test splits, once (--no-card: nothing is chosen on them).
-repro-cpu: repro-fd-diagnosis repro-seeds data-gettext
+# The whole comparison: the diagnosis, the grid's epochs and seeds, then their evaluation.
+repro-cpu: repro-fd-diagnosis repro-seeds repro-epochs-eval
+# The finished epoch runs (seeds included): retention on all of val (captions and .po, into the
+# cards), the summary again with it (seeds as mean and range), then the test splits, once
+# (--no-card: nothing is chosen on them).
+repro-epochs-eval: data-gettext
 	$(EVAL) --split val --langs de,fr,cs $(EPOCH_RUNS:%=--student %/student) \
 	  --out docs/results/epochs/val
 	$(EVAL) --data $(GETTEXT) --split val --langs $(PO_LANGS) \

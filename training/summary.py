@@ -10,7 +10,8 @@ The **score** is the selection rule of docs/RESULTS.md: the mean of every retent
 card — distilled and held-out languages of each data source (``train`` writes its validation
 captions; ``eval`` adds more, e.g. gettext catalogues) — so a run is chosen on how much of its
 base's multilinguality it keeps across languages and domains, not on in-domain R@1 alone.
-``selected`` is the best score among runs whose English → English R@1 is at least 95.
+``selected`` is the best score among runs whose English → English R@1 is at least 95. Runs that
+differ only in their seed are also summarised together (``seeds``: mean and range).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from polyclip.encoders.report import fmt, new_figure, write_report
 from polyclip.encoders.space import CARD_FILE
 
 MIN_ENGLISH = 95.0  # en → en R@1 (%) a student needs before it may replace the teacher
+SEED_KEYS = ("objective", "lr", "steps", "seeds", "runs")  # a seed group's identity, not figures
 
 
 def run_row(run: Path) -> dict[str, Any]:
@@ -104,6 +106,56 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs that differ only in their seed (objective, rate, steps and languages equal), as
+    mean and range, so a ranking between objectives is read against the spread between seeds."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        key = (str(r["objective"]), r["lr"], r["steps"], tuple(r["languages"] or ()))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (objective, lr, steps, _), runs in groups.items():
+        if len({r["seed"] for r in runs}) < 2:
+            continue
+        figures = {"val_r@1": [r["val_r@1"] for r in runs], "score": [r["score"] for r in runs]}
+        for name in dict.fromkeys(n for r in runs for n in r["retention"]):
+            for kind in ("distilled", "held_out"):
+                figures[f"{name} {kind}"] = [r["retention"].get(name, {}).get(kind) for r in runs]
+        out.append({
+            "objective": objective, "lr": lr, "steps": steps,
+            "seeds": [r["seed"] for r in runs], "runs": [r["run"] for r in runs],
+            **{k: _spread(v) for k, v in figures.items()},
+        })  # fmt: skip
+    return out
+
+
+def _spread(values: list[float | None]) -> dict[str, float] | None:
+    known = [v for v in values if v is not None]
+    if len(known) < len(values) or not known:
+        return None
+    return {"mean": float(np.mean(known)), "min": min(known), "max": max(known)}
+
+
+def seeds_markdown(groups: list[dict[str, Any]]) -> str:
+    names = list(dict.fromkeys(k for g in groups for k in g if k not in SEED_KEYS))
+    head = ["objective", "lr", "seeds", *names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in groups:
+        cells = [g["objective"], "–" if g["lr"] is None else f"{g['lr']:g}",
+                 ", ".join(map(str, g["seeds"]))]  # fmt: skip
+        for name in names:
+            v = g.get(name)
+            digits = 1 if name == "val_r@1" else 3
+            cells.append("–" if v is None else f"{v['mean']:.{digits}f} "
+                         f"({v['min']:.{digits}f}–{v['max']:.{digits}f})")  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return (
+        "\nSeeds (mean, min–max over runs that differ only in their seed):\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def _retention(kept: dict[str, Any]) -> str:
     cells = ["–" if kept.get(k) is None else f"{kept[k]:.3f}" for k in ("distilled", "held_out")]
     worst = kept.get("min")
@@ -158,7 +210,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     rows = [run_row(run) for run in args.runs]
-    text = markdown(rows)
+    seeds = seed_groups(rows)
+    text = markdown(rows) + (seeds_markdown(seeds) if seeds else "")
     best: dict[str, dict[str, Any]] = {}
     for row in rows:  # per objective, the run with the best val R@1 (the selection rule)
         held = best.get(row["objective"])
@@ -166,7 +219,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
             best[row["objective"]] = row
     eligible = [r for r in rows if r["score"] is not None and (r["en_r@1"] or 0) >= MIN_ENGLISH]
     selected = max(eligible, key=lambda r: r["score"])["run"] if eligible else None
-    data = {"runs": rows, "best": best, "selected": selected, "min_english_r@1": MIN_ENGLISH}
+    data = {"runs": rows, "best": best, "selected": selected, "min_english_r@1": MIN_ENGLISH,
+            "seeds": seeds}  # fmt: skip
     write_report(args.out, args.name, data, text, {args.name: plot(rows)})
     print(text, end="")
     if selected:

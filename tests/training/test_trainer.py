@@ -450,7 +450,9 @@ def test_summary_tabulates_the_best_step_of_each_run(
     assert (tmp_path / "grid/summary.png").stat().st_size > 0
 
 
-def _student_card(path: Path, kept: dict[str, float], english: float) -> Path:
+def _student_card(
+    path: Path, kept: dict[str, float], english: float, seed: int = 0, lr: float = 1e-4
+) -> Path:
     """A student folder whose card holds one retention source (de distilled, cs not)."""
     path.mkdir(parents=True)
     langs = {
@@ -460,7 +462,7 @@ def _student_card(path: Path, kept: dict[str, float], english: float) -> Path:
     means = {"distilled": kept["de"], "held_out": kept["cs"]}
     card = {
         "teacher": "t",
-        "provenance": {"hyper_parameters": {"loss": "dr", "lr": 1e-4, "seed": 0}, "steps": 3},
+        "provenance": {"hyper_parameters": {"loss": "dr", "lr": lr, "seed": seed}, "steps": 3},
         "retention": {"po/val": {"languages": langs, "mean": means, "english": {"r@1": english}}},
     }
     (path / "polyclip.json").write_text(json.dumps(card))
@@ -482,3 +484,22 @@ def test_summary_selects_on_retention_with_an_english_floor(tmp_path: Path) -> N
     assert data["selected"] == "run/wise-0.5"  # exp/other scores higher but fails en→en ≥ 95
     assert data["runs"][0]["r@1"] == {"de": 90.0, "cs": 72.0}
     assert data["runs"][0]["retention"]["po/val"]["min"] == 0.8
+
+
+def test_summary_gives_mean_and_range_over_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cards = [
+        _student_card(tmp_path / "a/s0", {"de": 1.0, "cs": 0.6}, english=99.0, seed=0),
+        _student_card(tmp_path / "a/s1", {"de": 0.8, "cs": 0.7}, english=99.0, seed=1),
+        _student_card(tmp_path / "b/s0", {"de": 0.5, "cs": 0.5}, english=99.0, lr=3e-4),
+    ]
+    assert main(["train", "summary", *map(str, cards), "--out", str(tmp_path / "s")]) == 0
+    (group,) = json.loads((tmp_path / "s/summary.json").read_text())["seeds"]
+    assert (group["objective"], group["lr"], group["seeds"]) == ("dr", 1e-4, [0, 1])
+    assert group["runs"] == ["a/s0", "a/s1"]  # the other rate is no seed of theirs
+    assert group["po/val distilled"] == pytest.approx({"mean": 0.9, "min": 0.8, "max": 1.0})
+    assert group["po/val held_out"] == pytest.approx({"mean": 0.65, "min": 0.6, "max": 0.7})
+    assert group["score"]["mean"] == pytest.approx(0.775)
+    assert group["val_r@1"] is None  # student folders carry no validation R@1
+    assert "| dr | 0.0001 | 0, 1 | – | 0.775 (0.750–0.800) |" in capsys.readouterr().out
