@@ -72,8 +72,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "--int8-op-types",
         type=str_list,
         metavar="OPS",
-        help="int8 (dynamic): ONNX op types to quantize, e.g. MatMul,Gather (default: "
-        "onnxruntime's set, fused Attention included)",
+        help="int8 (dynamic): ONNX op types to quantize, e.g. MatMul,Gather (default: the "
+        "architecture's recipe; with other --int8-* options given, onnxruntime's set, fused "
+        "Attention included)",
     )
     p.add_argument(
         "--calibration-data",
