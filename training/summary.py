@@ -138,15 +138,15 @@ def _spread(values: list[float | None]) -> dict[str, float] | None:
 
 def seeds_markdown(groups: list[dict[str, Any]]) -> str:
     names = list(dict.fromkeys(k for g in groups for k in g if k not in SEED_KEYS))
-    head = ["objective", "lr", "seeds", *names]
+    head = ["objective", "lr", "seeds", *(n.replace("val_r@1", "val R@1") for n in names)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         cells = [g["objective"], "–" if g["lr"] is None else f"{g['lr']:g}",
                  ", ".join(map(str, g["seeds"]))]  # fmt: skip
         for name in names:
             v = g.get(name)
-            digits = 1 if name == "val_r@1" else 3
-            cells.append("–" if v is None else f"{v['mean']:.{digits}f} "
+            digits = 1 if name == "val_r@1" else 3  # the mean one digit finer than the runs
+            cells.append("–" if v is None else f"{v['mean']:.{digits + 1}f} "
                          f"({v['min']:.{digits}f}–{v['max']:.{digits}f})")  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return (

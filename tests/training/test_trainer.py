@@ -502,4 +502,4 @@ def test_summary_gives_mean_and_range_over_seeds(
     assert group["po/val held_out"] == pytest.approx({"mean": 0.65, "min": 0.6, "max": 0.7})
     assert group["score"]["mean"] == pytest.approx(0.775)
     assert group["val_r@1"] is None  # student folders carry no validation R@1
-    assert "| dr | 0.0001 | 0, 1 | – | 0.775 (0.750–0.800) |" in capsys.readouterr().out
+    assert "| dr | 0.0001 | 0, 1 | – | 0.7750 (0.750–0.800) |" in capsys.readouterr().out
