@@ -112,15 +112,24 @@ CALIBRATION_BATCH = 32
 
 
 def calibration_feeds(text: TextEncoder, calibration: ValSet) -> Feeds:
-    """Graph inputs for a seeded sample of training captions, as the bundle tokenizes them."""
+    """Graph inputs for a seeded sample of training captions, as the bundle tokenizes them.
+
+    Every batch has the same shape (the sample's longest caption, and no short last batch):
+    onnxruntime's histogram calibrators (percentile) stack the batches' activations and fail
+    on differing shapes."""
     captions = [t for texts in calibration.load().values() for t in texts if t]
+    if not captions:
+        raise EncoderError("the calibration text has no captions")
     pick = np.random.default_rng(0).permutation(len(captions))[:CALIBRATION_TEXTS]
     prefix = text.info.prefixes.get("passage", "")
-    texts = [prefix + captions[i] for i in sorted(pick)]
+    tokens = text.tokenize_each([prefix + captions[i] for i in sorted(pick)])
+    size = min(CALIBRATION_BATCH, len(tokens))
+    tokens = tokens[: len(tokens) - len(tokens) % size]
+    width = max(map(len, tokens))
     pad = getattr(getattr(text, "tokenizer", None), "pad_token_id", None) or 0
     feeds = []
-    for start in range(0, len(texts), CALIBRATION_BATCH):
-        ids, mask = pad_ids(text.tokenize_each(texts[start : start + CALIBRATION_BATCH]), pad)
+    for start in range(0, len(tokens), size):
+        ids, mask = pad_ids(tokens[start : start + size], pad, width)
         feeds.append({"input_ids": ids, "attention_mask": mask})
     return feeds
 

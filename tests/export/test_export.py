@@ -236,7 +236,7 @@ def test_smoothquant_scales_keep_the_product_exact(
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["static", "smooth"])
+@pytest.mark.parametrize("method", ["static", "percentile", "smooth"])
 def test_static_and_smoothed_int8_bundles(
     tmp_path: Path,
     student_dir: Path,
@@ -246,11 +246,12 @@ def test_static_and_smoothed_int8_bundles(
 ) -> None:
     out = tmp_path / method
     argv = ["export", "--model", str(student_dir), "--out", str(out), "--precision", "int8"]
-    extra = (
-        ["--int8-method", "static"]
-        if method == "static"
-        else ["--int8-smooth", r"layer\.\d+/output/dense/MatMul$"]
-    )
+    extra = {
+        "static": ["--int8-method", "static"],
+        # histogram calibration: stacks the batches' activations (equal lengths needed)
+        "percentile": ["--int8-method", "static", "--int8-static-calibration", "percentile"],
+        "smooth": ["--int8-smooth", r"layer\.\d+/output/dense/MatMul$"],
+    }[method]
     assert main([*argv, *extra]) == 2  # no calibration text: refused, with the reason
     assert "calibration text" in capsys.readouterr().err
     assert not out.exists()  # refused before any export work
@@ -262,8 +263,9 @@ def test_static_and_smoothed_int8_bundles(
     assert main([*argv, *extra, *calibrate]) == 0
     conversion = read_bundle(out)["towers"]["text"]["conversion"]
     assert conversion["fp32_matmuls"] == 0 and conversion["int8_matmuls"] == conversion["matmuls"]
-    if method == "static":
-        assert conversion["method"] == "static" and conversion["calibration"] == "minmax"
+    if method != "smooth":
+        calibration = "minmax" if method == "static" else "percentile"
+        assert conversion["method"] == "static" and conversion["calibration"] == calibration
         graph = onnx.load(str(out / "model.onnx")).graph
         assert any(n.op_type == "QuantizeLinear" for n in graph.node)  # QDQ
     else:
