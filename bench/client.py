@@ -80,7 +80,7 @@ def cpu_seconds() -> float:
 async def server_process(client: httpx.AsyncClient) -> dict[str, float]:
     """The server's own process figures from its ``/metrics`` (prometheus-client's process
     collector): CPU seconds, resident bytes (and their anonymous and file-backed parts),
-    threads, open files; empty if it has none."""
+    threads, open files, heap handed back by its trims; empty if it has none."""
     try:
         text = (await client.get("/metrics")).text
     except httpx.HTTPError:
@@ -92,6 +92,7 @@ async def server_process(client: httpx.AsyncClient) -> dict[str, float]:
         "process_open_fds": "open_fds",
         'te_process_resident_memory_split_bytes{kind="anon"}': "rss_anon_bytes",
         'te_process_resident_memory_split_bytes{kind="file"}': "rss_file_bytes",
+        "te_process_memory_trimmed_bytes_total": "trimmed_bytes",
     }
     found: dict[str, float] = {}
     for line in text.splitlines():

@@ -223,7 +223,12 @@ def soak_markdown(report: dict[str, Any]) -> str:
             f"{steady['threads_min']:.0f}–{steady['threads_max']:.0f}."
             + ("" if stored is None else f" Upserts added {stored} points")
             + ("" if per_point is None else f" ({per_point:.1f} MiB per 1,000 over the run)")
-            + ("" if stored is None else "."),
+            + ("" if stored is None else ".")
+            + (
+                ""
+                if steady.get("trimmed_mib") is None
+                else f" The server's malloc trims handed back {steady['trimmed_mib']:.0f} MiB."
+            ),
             "",
         ]
     return "\n".join(lines)

@@ -216,8 +216,8 @@ def steady_state(
     """Memory slope (MiB per minute) and thread range after the warm-up, and the slope over the
     second half of that window (growth that is levelling off has a smaller one than the whole;
     a leak keeps its rate), and the slope of the anonymous part where the server reports it;
-    MiB per 1,000 points stored over the whole run. ``{}`` with fewer than three samples after
-    the warm-up."""
+    MiB per 1,000 points stored over the whole run; MiB its malloc trims handed back. ``{}``
+    with fewer than three samples after the warm-up."""
     after = [x for x in samples if x["t_s"] >= warmup_s and "rss_bytes" in x]
     if len(after) < 3:
         return {}
@@ -232,6 +232,7 @@ def steady_state(
     anon_slope = None if np.isnan(anon).any() else round(float(np.polyfit(t, anon, 1)[0]), 2)
     grown = (samples[-1].get("rss_bytes", 0) - samples[0].get("rss_bytes", 0)) / 2**20
     threads = [x["threads"] for x in after if "threads" in x]
+    trimmed = [x["trimmed_bytes"] for x in samples if "trimmed_bytes" in x]
     return {
         "warmup_s": round(warmup_s, 1),
         "rss_start_mib": round(float(rss[0]), 1),
@@ -243,4 +244,5 @@ def steady_state(
         "threads_max": max(threads, default=0),
         "points_stored": stored,
         "rss_mib_per_1k_points": round(grown / stored * 1000, 1) if stored else None,
+        "trimmed_mib": round((trimmed[-1] - trimmed[0]) / 2**20, 1) if trimmed else None,
     }

@@ -30,6 +30,7 @@ from polyclip.service.domain import (
     Unavailable,
 )
 from polyclip.service.images import load_images
+from polyclip.service.memory import MemoryTrimmer, glibc_malloc_trim
 from polyclip.service.metrics import Metrics
 from polyclip.service.registry import Registry, ServedModel, load_model
 from polyclip.service.store import Store, StoreError
@@ -96,6 +97,7 @@ class Service:
         self.config_file = config_file
         self.draining = False
         self._reload_lock = asyncio.Lock()
+        self.trimmer = MemoryTrimmer(settings.memory_trim_interval_s, metrics, glibc_malloc_trim())
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics, config_file: Path | None) -> Service:
@@ -113,6 +115,7 @@ class Service:
             except BaseException:
                 await svc.stop()
                 raise
+        svc.trimmer.start()
         metrics.ready.set(1)
         return svc
 
@@ -120,6 +123,7 @@ class Service:
         """Finish queued work, stop the workers, flush and close the store."""
         self.draining = True
         self.metrics.ready.set(0)
+        await self.trimmer.stop()
         await asyncio.to_thread(self.registry.close)
         await asyncio.to_thread(self.collections.store.close)
 

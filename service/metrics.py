@@ -116,6 +116,16 @@ class Metrics:
             "collections that failed to open at start and are not served",
             registry=r,
         )
+        self.memory_trims = Counter(
+            "te_process_memory_trims",
+            "malloc_trim calls that handed freed heap pages back to the OS",
+            registry=r,
+        )
+        self.memory_trimmed = Counter(
+            "te_process_memory_trimmed_bytes",
+            "anonymous resident memory the trims gave back (none while trims run: a real leak)",
+            registry=r,
+        )
         ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, open fds
         threads = Gauge(
             "te_process_threads", "OS threads of the process (model and store pools included)",

@@ -42,4 +42,7 @@ def test_steady_state_ignores_the_warm_up_and_measures_the_trend() -> None:
     s = steady_state(levelling, warmup_s=120, stored=0)
     assert 0 < s["rss_slope_second_half_mib_per_min"] < s["rss_slope_mib_per_min"] / 5
     assert steady_state(climb, warmup_s=120, stored=0)["rss_mib_per_1k_points"] is None
+    assert steady_state(climb, warmup_s=120, stored=0)["trimmed_mib"] is None
+    trims = [{**x, "trimmed_bytes": x["t_s"] * MIB} for x in climb]  # 1 MiB/s handed back
+    assert steady_state(trims, warmup_s=120, stored=0)["trimmed_mib"] == 570.0
     assert steady_state(climb[:3], warmup_s=120, stored=0) == {}
