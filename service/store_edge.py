@@ -18,9 +18,12 @@ was applied, which a retry repeats harmlessly). :attr:`EdgeStore.unflushed` name
 
 Indexing: Qdrant Edge runs no optimizer by itself, so the same background thread runs the
 shard's optimizers on a collection once it has been written and then left alone for
-``OPTIMIZE_IDLE_S``: segments are merged, HNSW-indexed and quantised (a collection created with
-``int8`` or ``binary`` keeps its float vectors on disk and the quantised ones in RAM). Until
-then new points are searched exactly. A drop of a collection being optimised waits for it.
+``OPTIMIZE_IDLE_S``, and at least every ``OPTIMIZE_BUSY_S`` while writes keep coming: segments
+are merged, vacuumed, HNSW-indexed and quantised (a collection created with ``int8`` or
+``binary`` keeps its float vectors on disk and the quantised ones in RAM). Until then new points
+are searched exactly. Without the second rule a collection under constant writes was never
+optimised, and every overwritten or deleted point stayed in its segments: memory and disk that
+grew with each write. A drop of a collection being optimised waits for it.
 
 A collection that fails to open at start (a corrupt file, a WAL another process holds) is
 quarantined: reported by :attr:`EdgeStore.quarantined` (and so on ``/ready`` and in a metric)
@@ -67,6 +70,7 @@ META_FILE = "collection.json"
 LOCK_FILE = ".lock"
 MARKER = ".polyclip"  # written first into every collection directory this store creates
 OPTIMIZE_IDLE_S = 5.0  # a collection written to is optimised once it has been idle this long
+OPTIMIZE_BUSY_S = 60.0  # ... and at least this often after its first write while never idle
 CLOSE_WAIT_S = 10.0  # close() waits this long for an optimisation in progress
 T = TypeVar("T")
 _REFUSED = (ValueError, TypeError, OverflowError)  # the engine's "bad argument" errors
@@ -141,7 +145,8 @@ class EdgeStore:
         self._meta: dict[str, CollectionMeta] = {}
         self.quarantined: dict[str, str] = {}
         self.unflushed: set[str] = set()  # written since their last flush (under _lock)
-        self._written: dict[str, float] = {}  # not optimised since this write (monotonic s)
+        # not optimised since: (first write, last write), monotonic seconds
+        self._written: dict[str, tuple[float, float]] = {}
         self._optimizing: set[str] = set()  # being optimised now (under _lock)
         self._idle = threading.Condition(self._lock)  # notified when an optimisation ends
         self._stop = threading.Event()
@@ -369,8 +374,10 @@ class EdgeStore:
         return self.data_dir / name
 
     def _maintain(self) -> None:
-        """Flush every ``flush_interval_s`` (when > 0); optimise collections left idle."""
-        period = max(0.05, min(self.flush_interval_s or OPTIMIZE_IDLE_S, OPTIMIZE_IDLE_S))
+        """Flush every ``flush_interval_s`` (when > 0); optimise collections left idle, or
+        written without pause for ``OPTIMIZE_BUSY_S``."""
+        period = max(0.05, min(self.flush_interval_s or OPTIMIZE_IDLE_S, OPTIMIZE_IDLE_S,
+                               OPTIMIZE_BUSY_S))  # fmt: skip
         flushed = time.monotonic()
         while not self._stop.wait(period):
             now = time.monotonic()
@@ -378,8 +385,12 @@ class EdgeStore:
                 self.flush()
                 flushed = now
             with self._lock:
-                idle = [n for n, t in self._written.items() if now - t >= OPTIMIZE_IDLE_S]
-            for name in idle:
+                due = [
+                    n
+                    for n, (first, last) in self._written.items()
+                    if now - last >= OPTIMIZE_IDLE_S or now - first >= OPTIMIZE_BUSY_S
+                ]
+            for name in due:
                 if self._stop.is_set():
                     return
                 try:
@@ -400,7 +411,9 @@ class EdgeStore:
             with self._lock:
                 if self.flush_interval_s:
                     self.unflushed.add(name)
-                self._written[name] = time.monotonic()
+                now = time.monotonic()
+                first = self._written.get(name, (now, now))[0]
+                self._written[name] = (first, now)
             return out
 
         return self._call(name, run)

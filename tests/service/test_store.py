@@ -266,6 +266,26 @@ def test_written_collections_are_optimised_once_idle(
     store.close()
 
 
+def test_collections_under_constant_writes_are_optimised_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never idle (a write every 10 ms), yet optimised: else every overwritten version stays in
+    the segments, and memory and disk grow with each write for as long as writes keep coming."""
+    monkeypatch.setattr(store_edge, "OPTIMIZE_IDLE_S", 3600.0)
+    monkeypatch.setattr(store_edge, "OPTIMIZE_BUSY_S", 0.2)
+    store = EdgeStore(tmp_path / "q", flush_interval_s=0.05, indexing_threshold_kb=1)
+    x = random_points(1200, 32)
+    quantized_collection(store, "int8", x)
+    deadline = time.monotonic() + 30
+    i = 0
+    while store.indexed("int8") < len(x) and time.monotonic() < deadline:
+        i += 1  # overwrite one point at a time, as a storm of updates does
+        store.upsert("int8", [PointRecord(i % 64, {"v": x[i % 64].tolist()}, {})])
+        time.sleep(0.01)
+    assert store.indexed("int8") >= len(x) - 64 and store.count("int8") == len(x)
+    store.close()
+
+
 def test_server_requests_carry_the_quantisation(monkeypatch: pytest.MonkeyPatch) -> None:
     """qdrant-client's local engine ignores quantisation, so the calls it is handed are
     checked as the server would get them: valid REST bodies with the right configs."""
