@@ -213,12 +213,14 @@ def soak_markdown(report: dict[str, Any]) -> str:
     if steady:
         stored, per_point = steady["points_stored"], steady["rss_mib_per_1k_points"]
         anon = steady.get("rss_anon_slope_mib_per_min")
+        floor = steady.get("rss_anon_floor_slope_mib_per_min")
         lines += [
             f"After the warm-up (the first {steady['warmup_s']:.0f} s): resident memory "
             f"{steady['rss_start_mib']:.0f} → {steady['rss_end_mib']:.0f} MiB, slope "
             f"{steady['rss_slope_mib_per_min']:+.2f} MiB/min (second half "
             f"{steady['rss_slope_second_half_mib_per_min']:+.2f}"
             + ("" if anon is None else f"; anonymous memory {anon:+.2f}")
+            + ("" if floor is None else f", its floor after the trims {floor:+.2f}")
             + "); threads "
             f"{steady['threads_min']:.0f}–{steady['threads_max']:.0f}."
             + ("" if stored is None else f" Upserts added {stored} points")

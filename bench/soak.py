@@ -210,12 +210,25 @@ async def run_soak(cfg: SoakConfig, texts: list[str]) -> dict[str, Any]:
     }
 
 
+def floor_trend(t_min: np.ndarray, mib: np.ndarray, window_min: float = 2.0) -> float | None:
+    """Slope (MiB/min) of the lowest value in each ``window_min`` window: the heap trims
+    (every minute by default) draw a sawtooth whose phase against the samples skews a plain fit;
+    its floor is what the heap holds after a trim, and only a leak raises it. None with fewer
+    than three whole windows."""
+    starts = np.arange(t_min[0], t_min[-1] - window_min + 1e-9, window_min)
+    if len(starts) < 3:
+        return None
+    lows = [mib[(t_min >= a) & (t_min < a + window_min)].min() for a in starts]
+    return round(float(np.polyfit(starts, lows, 1)[0]), 2)
+
+
 def steady_state(
     samples: list[dict[str, float]], warmup_s: float, stored: int | None
 ) -> dict[str, Any]:
     """Memory slope (MiB per minute) and thread range after the warm-up, and the slope over the
     second half of that window (growth that is levelling off has a smaller one than the whole;
-    a leak keeps its rate), and the slope of the anonymous part where the server reports it;
+    a leak keeps its rate), and the slope of the anonymous part where the server reports it
+    (all samples, and the floor under the trims' sawtooth);
     MiB per 1,000 points stored over the whole run; MiB its malloc trims handed back. ``{}``
     with fewer than three samples after the warm-up."""
     after = [x for x in samples if x["t_s"] >= warmup_s and "rss_bytes" in x]
@@ -230,6 +243,7 @@ def steady_state(
     # grow and shrink with the data and can be dropped by the kernel; a leak is anonymous.
     anon = np.array([x.get("rss_anon_bytes", np.nan) for x in after]) / 2**20
     anon_slope = None if np.isnan(anon).any() else round(float(np.polyfit(t, anon, 1)[0]), 2)
+    floor_slope = None if np.isnan(anon).any() else floor_trend(t, anon)
     grown = (samples[-1].get("rss_bytes", 0) - samples[0].get("rss_bytes", 0)) / 2**20
     threads = [x["threads"] for x in after if "threads" in x]
     trimmed = [x["trimmed_bytes"] for x in samples if "trimmed_bytes" in x]
@@ -240,6 +254,7 @@ def steady_state(
         "rss_slope_mib_per_min": round(slope, 2),
         "rss_slope_second_half_mib_per_min": round(late_slope, 2),
         "rss_anon_slope_mib_per_min": anon_slope,
+        "rss_anon_floor_slope_mib_per_min": floor_slope,
         "threads_min": min(threads, default=0),
         "threads_max": max(threads, default=0),
         "points_stored": stored,

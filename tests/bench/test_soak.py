@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 import pytest
 
-from polyclip.bench.soak import parse_mix, steady_state
+from polyclip.bench.soak import floor_trend, parse_mix, steady_state
 
 MIB = 2**20
 
@@ -46,3 +46,16 @@ def test_steady_state_ignores_the_warm_up_and_measures_the_trend() -> None:
     trims = [{**x, "trimmed_bytes": x["t_s"] * MIB} for x in climb]  # 1 MiB/s handed back
     assert steady_state(trims, warmup_s=120, stored=0)["trimmed_mib"] == 570.0
     assert steady_state(climb[:3], warmup_s=120, stored=0) == {}
+
+
+def test_floor_trend_sees_through_the_trims_sawtooth() -> None:
+    """Memory that rises for 50 s and is trimmed back each minute, sampled every 10 s: flat
+    underneath unless a leak lifts the floor. A plain fit over a window that ends high is
+    fooled; the floor is not."""
+    t = np.arange(0, 1200, 10.0)
+    saw = 900 + (t % 60)  # +50 MiB within each minute, back down at each trim
+    keep = t <= 650  # ends just before a trim: at the sawtooth's top
+    assert np.polyfit(t[keep] / 60, saw[keep], 1)[0] > 0.4  # the plain slope is not zero
+    assert abs(floor_trend(t[keep] / 60, saw[keep])) < 0.1
+    assert floor_trend(t / 60, saw + 2 * t / 60) == pytest.approx(2, abs=0.1)  # a 2 MiB/min leak
+    assert floor_trend(t[:30] / 60, saw[:30]) is None  # 5 minutes: too few windows
