@@ -242,8 +242,9 @@ def steady_state(
     # The anonymous part alone (heaps, arenas): mapped files (the store's WAL and segments)
     # grow and shrink with the data and can be dropped by the kernel; a leak is anonymous.
     anon = np.array([x.get("rss_anon_bytes", np.nan) for x in after]) / 2**20
-    anon_slope = None if np.isnan(anon).any() else round(float(np.polyfit(t, anon, 1)[0]), 2)
-    floor_slope = None if np.isnan(anon).any() else floor_trend(t, anon)
+    anon_slope = floor_slope = None
+    if not np.isnan(anon).any():
+        anon_slope, floor_slope = round(float(np.polyfit(t, anon, 1)[0]), 2), floor_trend(t, anon)
     grown = (samples[-1].get("rss_bytes", 0) - samples[0].get("rss_bytes", 0)) / 2**20
     threads = [x["threads"] for x in after if "threads" in x]
     trimmed = [x["trimmed_bytes"] for x in samples if "trimmed_bytes" in x]

@@ -123,7 +123,7 @@ class Metrics:
         )
         self.memory_trimmed = Counter(
             "te_process_memory_trimmed_bytes",
-            "anonymous resident memory the trims gave back (none while trims run: a real leak)",
+            "anonymous resident memory the trims gave back (a leak is what stays after them)",
             registry=r,
         )
         ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, open fds

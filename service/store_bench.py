@@ -36,6 +36,7 @@ from polyclip.encoders.base import TextEncoder, l2_normalize
 from polyclip.encoders.captions import read_parallel, texts_sha256
 from polyclip.encoders.errors import PolyclipError
 from polyclip.encoders.report import new_figure
+from polyclip.service.metrics import proc_status
 from polyclip.service.store import (
     QUANTIZATIONS,
     CollectionMeta,
@@ -194,12 +195,7 @@ def _unit_rows(seed: int, lo: int, hi: int, dim: int) -> np.ndarray:
 
 def _memory() -> dict[str, int]:
     """This process's resident memory, anonymous and file-backed (bytes)."""
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile"):
-            out[key] = int(value.split()[0]) * 1024
-    return out
+    return {k: int(proc_status(k) or 0) for k in ("VmRSS", "RssAnon", "RssFile")}
 
 
 def _child_build(root: str, kind: str, n: int, dim: int, result: Any) -> None:
