@@ -9,9 +9,10 @@ Two parts, because recall needs real text and latency and memory need size:
   matter), R@1 against each query's own English caption, per search setting (rescoring,
   oversampling).
 - **Synthetic**: N random unit vectors of the teacher's dimension (1M by default) per
-  quantisation, built in one child process and measured in a fresh one: build time, disk, the
-  resident memory it takes once open (anonymous and file-backed, per vector) and search
-  p50/p95. A line formula extrapolates to 10M vectors.
+  quantisation, built in one child process and measured in a fresh one: build time (and the
+  final optimisation's, and the longest the process could not run Python meanwhile: what a
+  server would not answer for), disk, the resident memory it takes once open (anonymous and
+  file-backed, per vector) and search p50/p95. A line formula extrapolates to 10M vectors.
 
 Every collection is built through :class:`~polyclip.service.store_edge.EdgeStore` (the server's
 own code path) and optimised before it is searched.
@@ -23,6 +24,7 @@ import multiprocessing as mp
 import queue
 import shutil
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,19 +80,53 @@ class StoreBenchConfig:
     latency_queries: int = 500
 
 
-def _build(store: EdgeStore, name: str, kind: str, vectors: Any, n: int, dim: int) -> float:
-    """Create, fill (``vectors(start, stop)`` gives rows) and optimise; seconds taken."""
+class StallMeter:
+    """The longest time this process's Python threads could not run: a thread sleeps 10 ms at
+    a time and keeps its longest wake-up gap. A serving process answers nothing for that long
+    (the embedded store keeps the GIL while it indexes)."""
+
+    def __init__(self, tick_s: float = 0.01) -> None:
+        self.tick_s = tick_s
+        self.longest_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stall-meter", daemon=True)
+
+    def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._stop.wait(self.tick_s):
+            now = time.perf_counter()
+            self.longest_s = max(self.longest_s, now - last - self.tick_s)
+            last = now
+
+    def __enter__(self) -> StallMeter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _build(
+    store: EdgeStore, name: str, kind: str, vectors: Any, n: int, dim: int
+) -> dict[str, float]:
+    """Create, fill (``vectors(start, stop)`` gives rows) and optimise: seconds in all, in the
+    final optimisation, and the longest the process stalled meanwhile."""
     meta = CollectionMeta(name, (SpaceIndex("bench", VECTOR, dim, "teacher"),), quantization=kind)
     start = time.perf_counter()
-    store.create(meta)
-    for lo in tqdm(range(0, n, UPSERT_CHUNK), desc=f"upsert {name}", unit="chunk"):
-        hi = min(n, lo + UPSERT_CHUNK)
-        rows = vectors(lo, hi)
-        store.upsert(
-            name, [PointRecord(lo + i, {VECTOR: r.tolist()}, {}) for i, r in enumerate(rows)]
-        )
-    store.optimize(name)
-    return time.perf_counter() - start
+    with StallMeter() as stall:
+        store.create(meta)
+        for lo in tqdm(range(0, n, UPSERT_CHUNK), desc=f"upsert {name}", unit="chunk"):
+            hi = min(n, lo + UPSERT_CHUNK)
+            rows = vectors(lo, hi)
+            store.upsert(
+                name, [PointRecord(lo + i, {VECTOR: r.tolist()}, {}) for i, r in enumerate(rows)]
+            )
+        optimize_start = time.perf_counter()
+        store.optimize(name)
+    end = time.perf_counter()
+    return {"build_s": round(end - start, 1), "optimize_s": round(end - optimize_start, 1),
+            "stall_s": round(stall.longest_s, 1)}  # fmt: skip
 
 
 def _search(store: EdgeStore, name: str, q: np.ndarray, how: QuantizedSearch | None) -> list[int]:
@@ -152,7 +188,7 @@ def real_corpus(cfg: StoreBenchConfig) -> dict[str, Any]:
         root = cfg.work / f"store-real-{kind}"
         shutil.rmtree(root, ignore_errors=True)
         store = EdgeStore(root, flush_interval_s=0)
-        build_s = _build(store, kind, kind, lambda lo, hi: docs[lo:hi], len(docs), docs.shape[1])
+        built = _build(store, kind, kind, lambda lo, hi: docs[lo:hi], len(docs), docs.shape[1])
         for label, how in SETTINGS[kind]:
             recall, r1, took = [], [], []
             for lang, q in queries.items():
@@ -169,7 +205,7 @@ def real_corpus(cfg: StoreBenchConfig) -> dict[str, Any]:
                 "recall@10": round(100 * float(np.mean(recall)), 2),
                 "r@1": round(100 * float(np.mean(r1)), 2),
                 **_percentiles(took),
-                "build_s": round(build_s, 1),
+                "build_s": built["build_s"],
             })  # fmt: skip
         store.close()
         shutil.rmtree(root, ignore_errors=True)
@@ -200,9 +236,9 @@ def _memory() -> dict[str, int]:
 
 def _child_build(root: str, kind: str, n: int, dim: int, result: Any) -> None:
     store = EdgeStore(root, flush_interval_s=0)
-    build_s = _build(store, kind, kind, lambda lo, hi: _unit_rows(0, lo, hi, dim), n, dim)
+    built = _build(store, kind, kind, lambda lo, hi: _unit_rows(0, lo, hi, dim), n, dim)
     store.close()
-    result.put({"build_s": round(build_s, 1)})
+    result.put(built)
 
 
 def _child_measure(root: str, kind: str, dim: int, queries: int, result: Any) -> None:
@@ -258,7 +294,7 @@ def synthetic(cfg: StoreBenchConfig, dim: int) -> dict[str, Any]:
         rows.append({
             "quantization": kind,
             "vectors": n,
-            "build_s": built["build_s"],
+            **built,
             "disk_bytes_per_vector": round(_disk_bytes(root) / n, 1),
             "rss_anon_bytes_per_vector": round(mem.get("RssAnon", 0) / n, 1),
             "rss_file_bytes_per_vector": round(mem.get("RssFile", 0) / n, 1),
@@ -304,14 +340,16 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             f"## Synthetic: {syn['vectors']:,} random unit vectors, {syn['dimension']}-d",
             "",
-            "| quantization | build s | disk B/vector | RAM anon B/vector | RAM file B/vector | "
-            "RAM at 10M (GB) | disk at 10M (GB) | search | p50 ms | p95 ms |",
-            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+            "| quantization | build s | optimise s | longest stall s | disk B/vector | "
+            "RAM anon B/vector | RAM file B/vector | RAM at 10M (GB) | disk at 10M (GB) | search "
+            "| p50 ms | p95 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
         ]
         for r in syn["rows"]:
             sizes = ("disk_bytes_per_vector", "rss_anon_bytes_per_vector",
                      "rss_file_bytes_per_vector")  # fmt: skip
-            first = [r["quantization"], f"{r['build_s']:.0f}", *(f"{r[k]:.0f}" for k in sizes),
+            first = [r["quantization"], f"{r['build_s']:.0f}", f"{r['optimize_s']:.0f}",
+                     f"{r['stall_s']:.1f}", *(f"{r[k]:.0f}" for k in sizes),
                      str(r["ram_gb_at_10m"]), str(r["disk_gb_at_10m"])]  # fmt: skip
             for k, (label, lat) in enumerate(r["latency"].items()):
                 cells = (first if k == 0 else [""] * len(first)) + [

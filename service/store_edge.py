@@ -25,6 +25,13 @@ are searched exactly. Without the second rule a collection under constant writes
 optimised, and every overwritten or deleted point stayed in its segments: memory and disk that
 grew with each write. A drop of a collection being optimised waits for it.
 
+An optimisation holds the whole process: qdrant-edge-py (0.9.0) keeps Python's GIL while it
+builds an index, so no request is served meanwhile (80 s for 100,000 new 768-d vectors on two
+cores). So the busy rule waits at least ``OPTIMIZE_BUSY_FACTOR`` times the collection's last
+optimisation (a bulk load then pays about one build instead of one a minute, each over a larger
+index), a slow one is logged, and collections of that size belong on a Qdrant server
+(``QDRANT_URL``), which indexes in threads of its own.
+
 A collection that fails to open at start (a corrupt file, a WAL another process holds) is
 quarantined: reported by :attr:`EdgeStore.quarantined` (and so on ``/ready`` and in a metric)
 while every other collection serves. Engine errors become :class:`StoreRefused` where the
@@ -71,6 +78,8 @@ LOCK_FILE = ".lock"
 MARKER = ".polyclip"  # written first into every collection directory this store creates
 OPTIMIZE_IDLE_S = 5.0  # a collection written to is optimised once it has been idle this long
 OPTIMIZE_BUSY_S = 60.0  # ... and at least this often after its first write while never idle
+OPTIMIZE_BUSY_FACTOR = 20.0  # ... but no sooner than this many times its last optimisation took
+OPTIMIZE_SLOW_S = 5.0  # an optimisation longer than this is logged: the process served nothing
 CLOSE_WAIT_S = 10.0  # close() waits this long for an optimisation in progress
 T = TypeVar("T")
 _REFUSED = (ValueError, TypeError, OverflowError)  # the engine's "bad argument" errors
@@ -147,6 +156,7 @@ class EdgeStore:
         self.unflushed: set[str] = set()  # written since their last flush (under _lock)
         # not optimised since: (first write, last write), monotonic seconds
         self._written: dict[str, tuple[float, float]] = {}
+        self._busy_after: dict[str, float] = {}  # seconds of writes before a busy optimisation
         self._optimizing: set[str] = set()  # being optimised now (under _lock)
         self._idle = threading.Condition(self._lock)  # notified when an optimisation ends
         self._stop = threading.Event()
@@ -257,6 +267,7 @@ class EdgeStore:
         with self._lock:
             self._idle.wait_for(lambda: name not in self._optimizing)  # never under its feet
             self._written.pop(name, None)
+            self._busy_after.pop(name, None)
             shard = self._shards.pop(name, None)
             self._meta.pop(name, None)
             quarantined = self.quarantined.pop(name, None)
@@ -334,8 +345,19 @@ class EdgeStore:
             self._idle.wait_for(lambda: name not in self._optimizing)
             self._optimizing.add(name)
             written = self._written.pop(name, None)
+        start = time.monotonic()
         try:
-            return bool(self._call(name, lambda s: s.optimize()))
+            ran = bool(self._call(name, lambda s: s.optimize()))
+            took = time.monotonic() - start
+            with self._lock:
+                self._busy_after[name] = max(OPTIMIZE_BUSY_S, OPTIMIZE_BUSY_FACTOR * took)
+            if took > OPTIMIZE_SLOW_S:
+                log.warning(
+                    "optimising collection %s took %.0f s, during which this process served "
+                    "nothing (the embedded store holds the GIL while it indexes); collections "
+                    "this large belong on a Qdrant server (QDRANT_URL)", name, took,
+                )  # fmt: skip
+            return ran
         except StoreError:
             with self._lock:
                 if written is not None:
@@ -375,7 +397,7 @@ class EdgeStore:
 
     def _maintain(self) -> None:
         """Flush every ``flush_interval_s`` (when > 0); optimise collections left idle, or
-        written without pause for ``OPTIMIZE_BUSY_S``."""
+        written without pause for ``OPTIMIZE_BUSY_S`` (longer after a slow optimisation)."""
         period = max(0.05, min(self.flush_interval_s or OPTIMIZE_IDLE_S, OPTIMIZE_IDLE_S,
                                OPTIMIZE_BUSY_S))  # fmt: skip
         flushed = time.monotonic()
@@ -388,7 +410,8 @@ class EdgeStore:
                 due = [
                     n
                     for n, (first, last) in self._written.items()
-                    if now - last >= OPTIMIZE_IDLE_S or now - first >= OPTIMIZE_BUSY_S
+                    if now - last >= OPTIMIZE_IDLE_S
+                    or now - first >= self._busy_after.get(n, OPTIMIZE_BUSY_S)
                 ]
             for name in due:
                 if self._stop.is_set():

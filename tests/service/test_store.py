@@ -286,6 +286,37 @@ def test_collections_under_constant_writes_are_optimised_too(
     store.close()
 
 
+@pytest.mark.parametrize(("factor", "at_least", "at_most"), [(0.0, 3, 100), (1e6, 1, 1)])
+def test_busy_optimisations_are_spaced_by_their_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factor: float, at_least: int, at_most: int
+) -> None:
+    """An optimisation holds the process (the engine keeps the GIL), so under constant writes
+    the next one waits OPTIMIZE_BUSY_FACTOR times the last one's duration: with a huge factor
+    there is one in 1.5 s of writes, with none one every OPTIMIZE_BUSY_S (0.2 s)."""
+    monkeypatch.setattr(store_edge, "OPTIMIZE_IDLE_S", 3600.0)
+    monkeypatch.setattr(store_edge, "OPTIMIZE_BUSY_S", 0.2)
+    monkeypatch.setattr(store_edge, "OPTIMIZE_BUSY_FACTOR", factor)
+    store = EdgeStore(tmp_path / "q", flush_interval_s=0.05, indexing_threshold_kb=1)
+    x = random_points(300, 32)
+    quantized_collection(store, "int8", x)
+    runs: list[float] = []
+    real = store.optimize
+
+    def counted(name: str) -> bool:
+        runs.append(time.monotonic())
+        return real(name)
+
+    monkeypatch.setattr(store, "optimize", counted)  # the maintenance thread calls self.optimize
+    deadline = time.monotonic() + 1.5
+    i = 0
+    while time.monotonic() < deadline:
+        i += 1
+        store.upsert("int8", [PointRecord(i % 64, {"v": x[i % 64].tolist()}, {})])
+        time.sleep(0.01)
+    store.close()
+    assert at_least <= len(runs) <= at_most
+
+
 def test_server_requests_carry_the_quantisation(monkeypatch: pytest.MonkeyPatch) -> None:
     """qdrant-client's local engine ignores quantisation, so the calls it is handed are
     checked as the server would get them: valid REST bodies with the right configs."""

@@ -4,10 +4,11 @@ code (real corpus: recall against exact search; synthetic: built and measured in
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from polyclip.__main__ import main
-from polyclip.service.store_bench import SETTINGS
+from polyclip.service.store_bench import SETTINGS, StallMeter
 from tests.captions import write_aligned
 
 
@@ -37,7 +38,21 @@ def test_store_bench_reports_recall_memory_and_latency(model_dirs: dict, tmp_pat
     assert [r["quantization"] for r in syn["rows"]] == ["none", "int8", "binary"]
     for r in syn["rows"]:
         assert r["vectors"] == 300 and r["disk_bytes_per_vector"] > 16 * 4
+        assert 0 <= r["optimize_s"] <= r["build_s"] and 0 <= r["stall_s"] <= r["build_s"] + 0.1
         assert set(r["latency"]) == {label for label, _ in SETTINGS[r["quantization"]]}
         assert all(0 < lat["p50_ms"] <= lat["p95_ms"] for lat in r["latency"].values())
     assert "Recall@10 vs exact" in (tmp_path / "out/store.md").read_text()
     assert len(list((tmp_path / "work").glob("docs-teacher-*.npy"))) == 1  # cached for reruns
+
+
+def test_stall_meter_sees_a_call_that_keeps_the_gil() -> None:
+    """sum() over a range runs in C without releasing the GIL, as the engine's index build
+    does: the meter's thread cannot tick meanwhile, and the gap is what it reports."""
+    with StallMeter() as idle:
+        time.sleep(0.3)  # releases the GIL: no stall
+    assert idle.longest_s < 0.2
+    with StallMeter() as held:
+        start = time.perf_counter()
+        sum(range(50_000_000))
+        took = time.perf_counter() - start
+    assert took > 0.2 and held.longest_s > 0.5 * took
