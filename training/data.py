@@ -257,8 +257,9 @@ def queue_anchors(keys: Sequence[str], size: int, seed: int, queue_data: str = "
         where = queue_data or "the training data"
         raise DataError(
             f"the DR queue needs queue_size={size} distinct anchors but {where} has "
-            f"{len(pool)}; lower queue_size (e.g. --queue-size 4096) or give queue_data "
-            "(a file of extra English sentences, one per line)"
+            f"{len(pool)}; lower queue_size (--queue-size N, N at most a fraction of "
+            f"{len(pool)}: the queue's anchors leave training) or give queue_data (a file of "
+            "extra English sentences, one per line)"
         )
     if queue_data:
         return pool[:size]
