@@ -66,7 +66,7 @@ english-packages: | install
 # The default student: distilled with the default recipe (training/recipes/default.yaml, CPU,
 # minutes), then exported to ONNX. fp32 by default, the one precision with no parity margin to
 # lose. STUDENT_PRECISION=int8 is faster; its gate (min cosine 0.98) passed the default student
-# at 0.983 here (docs/RESULTS.md), a margin another CPU or training run may not keep.
+# at 0.992 here (docs/RESULTS.md), a margin another CPU or training run may not keep.
 STUDENT_PRECISION ?= fp32
 $(STUDENT_RUN)/student/polyclip.json: | models english-packages
 	@test -n "$(DATA)" || { echo "no Multi30k: set POLYCLIP_DATA or run 'make data'"; exit 2; }
