@@ -142,11 +142,22 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 # ---- real corpus -------------------------------------------------------------------------------
+def _model_stamp(model: str) -> str:
+    """Which weights a model folder holds now: its path and its files' sizes and times. A
+    student retrained in place shares its space with the old one (and with the teacher), so
+    the space alone would serve the old one's embeddings."""
+    root = Path(model).resolve()
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return f"{root}|" + "|".join(
+        f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files
+    )
+
+
 def _embed_cached(
-    work: Path, name: str, encoder: TextEncoder, texts: list[str], prefix: str
+    work: Path, name: str, model: str, encoder: TextEncoder, texts: list[str], prefix: str
 ) -> np.ndarray:
-    """Embeddings of ``texts``, cached under a key of the model's space, prefix and texts."""
-    path = work / f"{name}-{texts_sha256([encoder.info.space, prefix, *texts])}.npy"
+    """Embeddings of ``texts``, cached under a key of the model's files, prefix and texts."""
+    path = work / f"{name}-{texts_sha256([_model_stamp(model), prefix, *texts])}.npy"
     if path.is_file():
         return np.load(path)
     rows = encoder.encode(texts, prefix=prefix, show_progress=True)
@@ -169,12 +180,12 @@ def real_corpus(cfg: StoreBenchConfig) -> dict[str, Any]:
         english += read_parallel(cfg.data, split, [])["en"]
     queries_text = read_parallel(cfg.data, cfg.query_split, cfg.langs)
     docs = _embed_cached(
-        cfg.work, "docs-teacher", load_text_encoder(cfg.teacher), english, "passage"
+        cfg.work, "docs-teacher", cfg.teacher, load_text_encoder(cfg.teacher), english, "passage"
     )
     student = load_text_encoder(cfg.student)
     queries = {
         lang: _embed_cached(
-            cfg.work, f"queries-student-{lang}", student, queries_text[lang], "query"
+            cfg.work, f"queries-student-{lang}", cfg.student, student, queries_text[lang], "query"
         )
         for lang in cfg.langs
     }

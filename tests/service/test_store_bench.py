@@ -4,11 +4,13 @@ code (real corpus: recall against exact search; synthetic: built and measured in
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 from polyclip.__main__ import main
-from polyclip.service.store_bench import SETTINGS, StallMeter
+from polyclip.encoders.load import load_text_encoder
+from polyclip.service.store_bench import SETTINGS, StallMeter, _embed_cached
 from tests.captions import write_aligned
 
 
@@ -56,3 +58,18 @@ def test_stall_meter_sees_a_call_that_keeps_the_gil() -> None:
         sum(range(50_000_000))
         took = time.perf_counter() - start
     assert took > 0.2 and held.longest_s > 0.5 * took
+
+
+def test_a_student_retrained_in_place_is_embedded_again(model_dirs: dict, tmp_path: Path) -> None:
+    """Students share their teacher's space, so the cache is keyed on the folder's files: a
+    student exported again into the same folder must not get the old one's embeddings."""
+    model = tmp_path / "student"
+    shutil.copytree(model_dirs["student-tiny"], model)
+    texts = ["a dog runs", "two children play"]
+    first = _embed_cached(tmp_path / "w", "q", str(model), load_text_encoder(model), texts, "query")
+    assert len(list((tmp_path / "w").glob("q-*.npy"))) == 1
+    _embed_cached(tmp_path / "w", "q", str(model), load_text_encoder(model), texts, "query")
+    assert len(list((tmp_path / "w").glob("q-*.npy"))) == 1  # same files: the cache answers
+    (model / "polyclip.json").write_text((model / "polyclip.json").read_text() + " ")
+    again = _embed_cached(tmp_path / "w", "q", str(model), load_text_encoder(model), texts, "query")
+    assert len(list((tmp_path / "w").glob("q-*.npy"))) == 2 and again.shape == first.shape
