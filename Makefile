@@ -254,8 +254,8 @@ repro-methods: models data-gettext
 # The lever the method table points at: more steps on more broad English. Runs are named
 # b<steps>-<objective>-<data> (data: a method_* of the table, e.g. mix20, mix50); each is the
 # method table's protocol at that many steps, MCL at METHOD_LR, any other objective at its
-# grid-best rate (or LR_<objective>). A 150-step run takes 2-3 min here, a 600-step one about 12 min; the teacher's pass
-# over the 30,000 broad sentences is a one-off.
+# grid-best rate (or LR_<objective>). A 150-step run takes 2-3 min here, a 600-step one about
+# 12 min; the teacher's pass over the 30,000 broad sentences is a one-off.
 BUDGET_DIRS ?= $(foreach n,150 600,$(foreach r,mix20 mix50,$(RUNS)/b$(n)-mcl-$(r))) \
 	$(RUNS)/b150-dr-mix50
 method_mix50 = $(BROAD) --set english_ratio=0.5
