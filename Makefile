@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 MODELS ?= artifacts/models
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install models english-packages serve data data-gettext test test-unit test-real lint format clean \
+.PHONY: install models english-packages serve data data-gettext data-ui test test-unit test-real lint format clean \
 	repro-grid repro-grid-po repro-fd-diagnosis repro-epochs repro-epochs-po repro-seeds repro-epochs-eval repro-cpu repro-methods repro-budget repro-default
 
 install: $(VENV)/.installed
@@ -49,6 +49,21 @@ $(GETTEXT)/.done: | install
 	$(BIN)/python -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
 	  z.extractall(sys.argv[2], [n for n in z.namelist() if n.endswith('.po')])" \
 	  $(GETTEXT)/../django-$(DJANGO_VERSION)-py3-none-any.whl $(GETTEXT)
+	touch $@
+
+# Interface strings to distil on (training/english.py): the English msgids of the gettext
+# catalogues of three pinned wheels (Trac, Sphinx: BSD; JupyterLab's French pack: BSD-3), only
+# their .pot/.po/.mo files, one folder per wheel. Never Django's: that is the other-domain check.
+UI ?= artifacts/data/ui
+UI_WHEELS ?= Trac==1.6 sphinx==9.0.4 jupyterlab-language-pack-fr-FR==4.5.post3
+data-ui: $(UI)/.done
+$(UI)/.done: | install
+	mkdir -p $(UI)/.wheels
+	$(BIN)/pip download -q --no-deps --dest $(UI)/.wheels $(UI_WHEELS)
+	$(BIN)/python -c "import sys, zipfile; from pathlib import Path; \
+	  [zipfile.ZipFile(w).extractall(Path(sys.argv[1]) / w.name.split('-')[0], \
+	    [n for n in zipfile.ZipFile(w).namelist() if n.endswith(('.po', '.pot', '.mo'))]) \
+	   for w in Path(sys.argv[1], '.wheels').glob('*.whl')]" $(UI)
 	touch $@
 
 # Broad English for the default student: WordNet glosses, fortunes and the Python docs (Debian's
@@ -256,14 +271,16 @@ repro-methods: models data-gettext
 # method table's protocol at that many steps, MCL at METHOD_LR, any other objective at its
 # grid-best rate (or LR_<objective>). A 150-step run takes 2-3 min here, a 600-step one about
 # 12 min; the teacher's pass over the 30,000 broad sentences is a one-off.
+# ui50 adds the interface strings of `make data-ui` as a fourth source, Django's msgids held out.
 BUDGET_DIRS ?= $(foreach n,150 600,$(foreach r,mix20 mix50,$(RUNS)/b$(n)-mcl-$(r))) \
-	$(RUNS)/b150-dr-mix50
+	$(RUNS)/b150-dr-mix50 $(RUNS)/b150-dr-ui50
 method_mix50 = $(BROAD) --set english_ratio=0.5
+method_ui50 = $(method_mix50) --set english_data=[debian,$(UI)] --set english_exclude=[$(GETTEXT)]
 budget_part = $(word $(2),$(subst -, ,$(notdir $(1))))
 budget_lr = $(if $(filter mcl,$(1)),$(METHOD_LR),$(call best_lr,$(1)))
 budget_args = $(call method_at,$(patsubst b%,%,$(call budget_part,$(1),1)),$(call budget_part,$(1),2),\
 	$(call budget_lr,$(call budget_part,$(1),2))) $(method_$(call budget_part,$(1),3))
-repro-budget: models data-gettext
+repro-budget: models data-gettext data-ui
 	$(foreach d,$(BUDGET_DIRS),$(call train_run,$(d),$(call budget_args,$(d))) || exit 1;)
 	$(EVAL) --split val --langs de,fr,cs $(BUDGET_DIRS:%=--student %/student) \
 	  --out docs/results/budget/val

@@ -38,7 +38,8 @@ def is_gettext_dir(path: Path) -> bool:
     return path.is_dir() and next(path.glob("**/LC_MESSAGES/*.po"), None) is not None
 
 
-def _usable(msgid: str) -> bool:
+def usable_msgid(msgid: str) -> bool:
+    """Two words, or one of four letters or more, once placeholders are taken out."""
     words = _WORD.findall(_PLACEHOLDER.sub(" ", msgid))
     return len(words) >= 2 or (len(words) == 1 and len(words[0]) >= 4)
 
@@ -62,10 +63,45 @@ def read_catalogues(root: Path, lang: str) -> dict[str, str]:
         for entry in catalogue:
             skip = entry.obsolete or "fuzzy" in entry.flags or entry.msgid_plural
             msgid, msgstr = entry.msgid.strip(), entry.msgstr.strip()
-            if skip or not msgstr or not _usable(msgid):
+            if skip or not msgstr or not usable_msgid(msgid):
                 continue
             pairs.setdefault(msgid, msgstr)
     return pairs
+
+
+def catalogue_files(root: Path) -> list[Path]:
+    """One file per catalogue under ``root`` (a catalogue: a template ``<dir>/<domain>.pot``
+    and its translations ``<dir>/<lang>/LC_MESSAGES/<domain>.po|.mo``): the template where one
+    is shipped, else the largest translation, since every ``.po`` lists all of its catalogue's
+    msgids but a ``.mo`` only the translated ones."""
+    best: dict[tuple[Path, str], Path] = {}
+    for path in sorted(root.rglob("*.pot")):
+        best[(path.parent, path.stem)] = path
+    for path in sorted(root.glob("**/LC_MESSAGES/*")):
+        key = (path.parents[2], path.stem)
+        if path.suffix not in (".po", ".mo") or best.get(key, path).suffix == ".pot":
+            continue
+        if key not in best or path.stat().st_size > best[key].stat().st_size:
+            best[key] = path
+    return [best[k] for k in sorted(best)]
+
+
+def catalogue_msgids(root: Path) -> list[str]:
+    """The usable English msgids of every catalogue under ``root``, once each, in file order
+    (translated or not: the English side is what is read)."""
+    import polib
+
+    seen: dict[str, None] = {}
+    for path in catalogue_files(root):
+        try:
+            catalogue = polib.mofile(str(path)) if path.suffix == ".mo" else polib.pofile(str(path))
+        except (OSError, ValueError) as e:
+            raise EncoderError(f"{path} is not a readable gettext catalogue: {e}") from e
+        for entry in catalogue:
+            msgid = entry.msgid.strip()
+            if not entry.obsolete and usable_msgid(msgid):
+                seen.setdefault(msgid, None)
+    return list(seen)
 
 
 def read_gettext(

@@ -72,7 +72,8 @@ class TrainConfig:
     queue_data: str = ""  # DR queue anchors, one per line; "" = hold K out of the train split
     english_data: list[str] = field(default_factory=list)  # broad English sources (english.py)
     english_ratio: float = 0.0  # share of training pairs that are broad English (anchor only)
-    english_max: int = 0  # at most N broad English sentences (seeded sample; 0 = all)
+    english_max: int = 0  # at most N broad English sentences (equal shares per source; 0 = all)
+    english_exclude: list[str] = field(default_factory=list)  # never trained: what checks read
     out: str = ""  # "" = artifacts/runs/<name>
     cache_dir: str = "artifacts/teacher_cache"
     anchor: str = "text"  # what the teacher embeds: the English text, or the pair's image

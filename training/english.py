@@ -14,20 +14,33 @@ Sources available offline (Debian packages; none is needed by the tests or CI):
 - **The Python documentation** (``python3-doc``, ``/usr/share/doc/python3.X/html/_sources``;
   PSF licence): the reStructuredText sources, prose only (directives, code blocks, tables and
   markup removed), split into sentences — technical English.
+- **Interface strings** of gettext catalogues (any directory of ``*.pot`` templates or
+  ``<lang>/LC_MESSAGES/*.po|.mo`` files; the English msgids, which every translation repeats):
+  labels, messages and help texts, the register of software — much of it one or two words
+  (``Save``, ``Open file``), which none of the sources above has. ``make data-ui`` extracts the
+  catalogues of pinned PyPI wheels into ``artifacts/data/ui``: Trac (BSD-3-Clause, a wiki and
+  issue tracker's web UI), Sphinx (BSD-2-Clause, a documentation builder's messages and HTML
+  theme) and JupyterLab's French language pack (BSD-3-Clause, the notebook UI; its msgids are
+  the English). Django's catalogues are not among them: they are the other-domain check.
 - Any text file with one sentence per line.
 
-Cleaning is shared: whitespace collapsed, sentences of 3–64 words and at most 400 characters
-kept, exact duplicates dropped (first one kept), order fixed (sorted by source, then file order).
+Cleaning is shared: whitespace collapsed, sentences of 3–64 words (1–64 for interface strings,
+which must also hold two words or one of four letters beside placeholders) and at most 400
+characters kept, exact duplicates dropped (first one kept). ``english_max`` samples every source
+to an equal share (a source smaller than its share gives the rest to the others), so 5,000
+interface strings are not drowned by WordNet's 160,000 glosses; ``exclude`` drops any sentence
+that another source holds (the retention checks' own text: what is measured is never trained).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from polyclip.encoders.gettext import catalogue_files, catalogue_msgids
 from polyclip.training.data import DataError
 
 WORDNET = Path("/usr/share/wordnet")
@@ -40,11 +53,11 @@ _LITERAL = re.compile(r"``([^`]*)``|`([^`<]*?)(?:\s*<[^>]*>)?`_{0,2}")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 
 
-def clean(text: str) -> str | None:
+def clean(text: str, min_words: int = MIN_WORDS) -> str | None:
     """One sentence, whitespace collapsed; None when too short or too long to be useful."""
     text = " ".join(text.split())
     words = len(text.split())
-    if not MIN_WORDS <= words <= MAX_WORDS or len(text) > MAX_CHARS:
+    if not min_words <= words <= MAX_WORDS or len(text) > MAX_CHARS:
         return None
     return text
 
@@ -119,21 +132,22 @@ def default_sources() -> tuple[Path, ...]:
     return (WORDNET, FORTUNES, *([docs[max(docs)]] if docs else []))
 
 
-def sentences_of(source: Path) -> Iterator[str]:
-    """Raw sentences of one source, recognised by its layout."""
+def _reader(source: Path) -> tuple[Callable[[Path], Iterator[str]], int]:
+    """How to read one source, recognised by its layout, and the fewest words it may give."""
     if (source / "data.noun").is_file():
-        yield from wordnet_sentences(source)
-    elif source.is_dir() and next(source.rglob("*.rst.txt"), None) is not None:
-        yield from rst_sentences(source)
-    elif source.is_dir():
-        yield from fortune_sentences(source)
-    elif source.is_file():
-        yield from text_lines(source)
-    else:
-        raise DataError(
-            f"English data not found: {source} (install wordnet-base, fortunes or "
-            "python3-doc, or give a file with one sentence per line)"
-        )
+        return wordnet_sentences, MIN_WORDS
+    if source.is_dir() and next(source.rglob("*.rst.txt"), None) is not None:
+        return rst_sentences, MIN_WORDS
+    if source.is_dir() and catalogue_files(source):
+        return lambda root: iter(catalogue_msgids(root)), 1
+    if source.is_dir():
+        return fortune_sentences, MIN_WORDS
+    if source.is_file():
+        return text_lines, MIN_WORDS
+    raise DataError(
+        f"English data not found: {source} (install wordnet-base, fortunes or python3-doc, "
+        "run 'make data-ui', or give a file with one sentence per line)"
+    )
 
 
 def english_sources(names: Sequence[str]) -> list[Path]:
@@ -153,18 +167,44 @@ def english_sources(names: Sequence[str]) -> list[Path]:
     return out
 
 
-def read_english(sources: Sequence[str | Path], limit: int = 0, seed: int = 0) -> list[str]:
-    """Cleaned, de-duplicated sentences of every source; ``limit`` > 0 keeps a seeded sample."""
-    seen: dict[str, None] = {}
+def _cleaned(source: Path) -> Iterator[str]:
+    read, min_words = _reader(source)
+    for raw in read(source):
+        if (text := clean(raw, min_words)) is not None:
+            yield text
+
+
+def _shares(sizes: Sequence[int], limit: int) -> list[int]:
+    """Equal shares of ``limit``; a source smaller than its share gives what it leaves over."""
+    take = [0] * len(sizes)
+    left = limit
+    for k, i in enumerate(sorted(range(len(sizes)), key=lambda i: sizes[i])):
+        take[i] = min(sizes[i], left // (len(sizes) - k))
+        left -= take[i]
+    return take
+
+
+def read_english(
+    sources: Sequence[str | Path], limit: int = 0, seed: int = 0, exclude: Sequence[str | Path] = ()
+) -> list[str]:
+    """Cleaned, de-duplicated sentences of every source, none that an ``exclude`` source holds;
+    ``limit`` > 0 keeps a seeded sample with an equal share per source."""
+    held_out = {text for source in exclude for text in _cleaned(Path(source))}
+    seen: set[str] = set(held_out)
+    per_source: list[list[str]] = []
     for source in sources:
-        for raw in sentences_of(Path(source)):
-            text = clean(raw)
-            if text is not None:
-                seen.setdefault(text, None)
-    found = list(seen)
-    if not found:
+        found = []
+        for text in _cleaned(Path(source)):
+            if text not in seen:
+                seen.add(text)
+                found.append(text)
+        per_source.append(found)
+    if not any(per_source):
         raise DataError(f"no usable English sentences in {', '.join(map(str, sources))}")
-    if limit and len(found) > limit:
-        keep = np.random.default_rng(seed).choice(len(found), limit, replace=False)
-        found = [found[i] for i in sorted(keep)]
-    return found
+    if not limit or sum(map(len, per_source)) <= limit:
+        return [text for found in per_source for text in found]
+    rng = np.random.default_rng(seed)
+    out = []
+    for found, n in zip(per_source, _shares([len(f) for f in per_source], limit), strict=True):
+        out += [found[i] for i in sorted(rng.choice(len(found), n, replace=False))]
+    return out

@@ -194,7 +194,9 @@ class Trainer:
         self.broad: set[str] = set()
         if not cfg.english_data:
             return []
-        sentences = read_english(english_sources(cfg.english_data), cfg.english_max, cfg.seed)
+        sentences = read_english(
+            english_sources(cfg.english_data), cfg.english_max, cfg.seed, cfg.english_exclude
+        )
         ratio = cfg.english_ratio
         want = len(sentences) if ratio == 1 else round(ratio / (1 - ratio) * parallel)
         if want > len(sentences):

@@ -21,7 +21,7 @@ from polyclip.training import english
 from polyclip.training.config import ConfigError, load_config
 from polyclip.training.data import DataError
 from polyclip.training.trainer import HEAD_INIT, train
-from tests.captions import captions, write_aligned, write_lines
+from tests.captions import captions, write_aligned, write_lines, write_po
 from tests.tiny import save_teacher
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -88,6 +88,30 @@ def test_english_readers_and_cleaning(tmp_path: Path) -> None:
         english.read_english([tmp_path / "nowhere"])
 
 
+def test_interface_strings_held_out_text_and_equal_shares(tmp_path: Path) -> None:
+    ui, django = tmp_path / "ui" / "locale", tmp_path / "django"
+    ui.mkdir(parents=True)
+    entries = ["Cancel", "Save the file", "Open the   notebook", "OK"]
+    (ui / "app.pot").write_text(
+        'msgid ""\nmsgstr ""\n' + "".join(f'\nmsgid "{e}"\nmsgstr ""\n' for e in entries),
+        encoding="utf-8",
+    )
+    write_po(django, "fr")
+    # one word is enough for an interface string (a text file still needs three)
+    text = write_lines(tmp_path / "mine.txt", ["Cancel", "A sentence of mine.", "Save the file"])
+    assert english.read_english([ui]) == ["Cancel", "Save the file", "Open the notebook"]
+    assert english.read_english([text, ui]) == [
+        "A sentence of mine.", "Save the file", "Cancel", "Open the notebook"
+    ]  # fmt: skip
+    # what the checks read is never trained: Django's msgids leave the pool
+    assert english.read_english([ui], exclude=[django]) == ["Cancel", "Open the notebook"]
+    big = write_lines(tmp_path / "big.txt", [f"Sentence number {i} here." for i in range(100)])
+    got = english.read_english([big, ui, text], limit=8, seed=0)
+    assert {"Cancel", "Save the file", "Open the notebook", "A sentence of mine."} < set(got)
+    assert len(got) == 8  # the small sources give their unused shares to the big one
+    assert english.read_english([big, ui, text], limit=8, seed=0) == got  # seeded
+
+
 def test_debian_stands_for_the_installed_sources(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,6 +140,9 @@ def test_broad_english_is_mixed_in_at_the_ratio(models: dict, data: Path, tmp_pa
     assert tables and not any(r["distilled"] for t in tables for r in t["languages"].values())
     with pytest.raises(ConfigError, match="go together"):
         load_config("dr", {"english_data": [str(source)]})
+    with pytest.raises(DataError, match="no usable English"):  # every sentence held out
+        run(models, data, tmp_path, "none", english_data=[str(source)], english_ratio=0.5,
+            english_exclude=[str(source)], loss="fd")  # fmt: skip
 
 
 # ---- what is trained --------------------------------------------------------------------------
