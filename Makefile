@@ -68,7 +68,8 @@ $(UI)/.done: | install
 
 # Broad English for the default student: WordNet glosses, fortunes and the Python docs (Debian's
 # wordnet-base, fortunes, python3-doc), installed here when this runs as root with apt-get.
-# Without them the default student is distilled on Multi30k alone (a message says so).
+# Without them the default student is distilled on Multi30k and the interface strings (a message
+# says so).
 ENGLISH_PACKAGES := wordnet-base fortunes python3-doc
 english_found = $(BIN)/python -c "import sys; from polyclip.training.english import default_sources; \
 	sys.exit(not $(1)(p.exists() for p in default_sources()))"
@@ -81,12 +82,12 @@ english-packages: | install
 # The default student: distilled with the default recipe (training/recipes/default.yaml, CPU,
 # minutes), then exported to ONNX. fp32 by default, the one precision with no parity margin to
 # lose. STUDENT_PRECISION=int8 is faster; its gate (min cosine 0.98) passed the default student
-# at 0.992 here (docs/RESULTS.md), a margin another CPU or training run may not keep.
+# at 0.986 here (docs/RESULTS.md), a margin another CPU or training run may not keep.
 STUDENT_PRECISION ?= fp32
-$(STUDENT_RUN)/student/polyclip.json: | models english-packages
+$(STUDENT_RUN)/student/polyclip.json: | models english-packages data-ui data-gettext
 	@test -n "$(DATA)" || { echo "no Multi30k: set POLYCLIP_DATA or run 'make data'"; exit 2; }
-	@if $(call english_found,any); then english=; else english="--set english_data=[] --set english_ratio=0"; \
-	  echo "polyclip: no broad English installed: distilling the default student on Multi30k only"; \
+	@if $(call english_found,any); then english=; else english="--set english_data=[$(UI)]"; \
+	  echo "polyclip: no Debian broad English: distilling on Multi30k and interface strings"; \
 	  fi; set -x; POLYCLIP_DATA=$(DATA) $(BIN)/polyclip train --config default $$english \
 	  --out $(STUDENT_RUN)
 

@@ -189,6 +189,12 @@ def read_english(
 ) -> list[str]:
     """Cleaned, de-duplicated sentences of every source, none that an ``exclude`` source holds;
     ``limit`` > 0 keeps a seeded sample with an equal share per source."""
+    for source in exclude:
+        if not Path(source).exists():
+            raise DataError(
+                f"english_exclude: {source} not found (`make data-gettext` fetches Django's "
+                "catalogues; --set english_exclude=[] trains without holding any text out)"
+            )
     held_out = {text for source in exclude for text in _cleaned(Path(source))}
     seen: set[str] = set(held_out)
     per_source: list[list[str]] = []

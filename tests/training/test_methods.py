@@ -105,6 +105,8 @@ def test_interface_strings_held_out_text_and_equal_shares(tmp_path: Path) -> Non
     ]  # fmt: skip
     # what the checks read is never trained: Django's msgids leave the pool
     assert english.read_english([ui], exclude=[django]) == ["Cancel", "Open the notebook"]
+    with pytest.raises(DataError, match=r"english_exclude: .* not found"):
+        english.read_english([ui], exclude=[tmp_path / "nowhere"])
     big = write_lines(tmp_path / "big.txt", [f"Sentence number {i} here." for i in range(100)])
     got = english.read_english([big, ui, text], limit=8, seed=0)
     assert {"Cancel", "Save the file", "Open the notebook", "A sentence of mine."} < set(got)

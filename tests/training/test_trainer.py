@@ -25,7 +25,7 @@ from polyclip.training.heads import fit_ridge, pooled_features
 from polyclip.training.runtime import close_distributed
 from polyclip.training.teacher_cache import TeacherCache
 from polyclip.training.trainer import EarlyStopping, Trainer, train
-from tests.captions import captions, write_aligned, write_lines
+from tests.captions import captions, write_aligned, write_lines, write_po
 from tests.tiny import save_teacher
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -85,12 +85,14 @@ def test_cli_default_recipe_end_to_end(
     out = tmp_path / "run"
     sentences = [f"{c} and the {c.split()[-1]}" for c in captions(80)["en"]]
     english = write_lines(tmp_path / "english.txt", sentences)
+    write_po(tmp_path / "django", "de")  # the recipe holds the other-domain check's text out
     recipe = "training/recipes/default.yaml"
     argv = ["train", "--config", recipe, "--teacher", str(models["teacher"]),
             "--student", str(models["student"]), "--data", str(data), "--out", str(out),
             "--languages", "de,fr", "--max-steps", "4", "--batch-size", "8", "--queue-size", "16",
             "--seed", "3", "--set", f"cache_dir={cache_dir}", "--set", "eval_every=2",
-            "--set", "log_every=2", "--set", f"english_data=[{english}]"]  # fmt: skip
+            "--set", "log_every=2", "--set", f"english_data=[{english}]",
+            "--set", f"english_exclude=[{tmp_path / 'django'}]"]  # fmt: skip
     assert main(argv) == 0
     student = load_text_encoder(out / "student")
     teacher_space = load_text_encoder(models["teacher"]).info.space
