@@ -153,10 +153,14 @@ def test_config_layers_and_checks() -> None:
 def test_every_recipe_runs(
     recipe: str, models: dict, data: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
-    extra = {}
-    if load_config(recipe).english_data:  # a file instead of Debian's packages (not in CI)
+    extra: dict[str, list[str]] = {}
+    cfg = load_config(recipe)
+    if cfg.english_data:  # a file instead of Debian's packages and make data-ui (not in CI)
         english = [f"{c} and the {c.split()[-1]}" for c in captions(40)["en"]]
         extra["english_data"] = [str(write_lines(tmp_path / "english.txt", english))]
+    if cfg.english_exclude:  # a catalogue instead of Django's (make data-gettext, not in CI)
+        write_po(tmp_path / "held-out", "de")
+        extra["english_exclude"] = [str(tmp_path / "held-out")]
     summary = run(models, data, cache_dir, tmp_path, recipe, eval_every=0, val_split="", **extra)
     assert summary["steps"] == 2
     prov = json.loads((tmp_path / "student/polyclip.json").read_text())["provenance"]
