@@ -21,6 +21,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from polyclip.encoders.errors import EncoderError
 
@@ -48,19 +49,23 @@ def _split_of(msgid: str) -> str:
     return "val" if hashlib.sha256(msgid.encode()).digest()[0] < 128 else "test"
 
 
-def read_catalogues(root: Path, lang: str) -> dict[str, str]:
-    """English → translation for every usable entry of ``lang``'s catalogues under ``root``."""
+def _load(path: Path) -> Any:
+    """One catalogue, ``.po`` / ``.pot`` source or compiled ``.mo``, as polib entries."""
     import polib
 
+    try:
+        return polib.mofile(str(path)) if path.suffix == ".mo" else polib.pofile(str(path))
+    except (OSError, ValueError) as e:
+        raise EncoderError(f"{path} is not a readable gettext catalogue: {e}") from e
+
+
+def read_catalogues(root: Path, lang: str) -> dict[str, str]:
+    """English → translation for every usable entry of ``lang``'s catalogues under ``root``."""
     pairs: dict[str, str] = {}
     files = sorted(root.glob(f"**/locale/{lang}/LC_MESSAGES/*.po"))
     files = files or sorted(root.glob(f"**/{lang}/LC_MESSAGES/*.po"))
     for path in files:
-        try:
-            catalogue = polib.pofile(str(path))
-        except (OSError, ValueError) as e:
-            raise EncoderError(f"{path} is not a readable gettext catalogue: {e}") from e
-        for entry in catalogue:
+        for entry in _load(path):
             skip = entry.obsolete or "fuzzy" in entry.flags or entry.msgid_plural
             msgid, msgstr = entry.msgid.strip(), entry.msgstr.strip()
             if skip or not msgstr or not usable_msgid(msgid):
@@ -89,15 +94,9 @@ def catalogue_files(root: Path) -> list[Path]:
 def catalogue_msgids(root: Path) -> list[str]:
     """The usable English msgids of every catalogue under ``root``, once each, in file order
     (translated or not: the English side is what is read)."""
-    import polib
-
     seen: dict[str, None] = {}
     for path in catalogue_files(root):
-        try:
-            catalogue = polib.mofile(str(path)) if path.suffix == ".mo" else polib.pofile(str(path))
-        except (OSError, ValueError) as e:
-            raise EncoderError(f"{path} is not a readable gettext catalogue: {e}") from e
-        for entry in catalogue:
+        for entry in _load(path):
             msgid = entry.msgid.strip()
             if not entry.obsolete and usable_msgid(msgid):
                 seen.setdefault(msgid, None)

@@ -195,8 +195,7 @@ def read_english(
                 f"english_exclude: {source} not found (`make data-gettext` fetches Django's "
                 "catalogues; --set english_exclude=[] trains without holding any text out)"
             )
-    held_out = {text for source in exclude for text in _cleaned(Path(source))}
-    seen: set[str] = set(held_out)
+    seen = {text for source in exclude for text in _cleaned(Path(source))}  # held out
     per_source: list[list[str]] = []
     for source in sources:
         found = []
